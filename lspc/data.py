@@ -1,0 +1,155 @@
+"""Offline data: load through dsrl, check it against the task's env, and sample batches on the device."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from typing import Dict, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lspc import LSPCError
+
+DSRL_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
+
+
+def load_dataset(
+    env: gym.Env,
+    dataset_path: Optional[str] = None,
+    *,
+    density: float = 1.0,
+    noise_scale: Optional[float] = None,
+    outliers_percent: Optional[float] = None,
+    inpaint_ranges: Optional[Sequence[Sequence[float]]] = None,
+    cost_limit: float = 10.0,
+    seed: int = 0,
+) -> Dict[str, np.ndarray]:
+    """Load the task's DSRL dataset (``dataset_path`` if given, else dsrl's download) and check it.
+
+    dsrl's ``pre_process_data`` (grid filter by density, observation noise, outliers, inpainting)
+    runs only when one of its options is set, in a scratch directory because it always saves a
+    PNG into the current one.
+    """
+    offline_env = env.unwrapped
+    if dataset_path is not None and not os.path.isfile(dataset_path):
+        raise LSPCError(f"dataset file {dataset_path!r} does not exist")
+    _check_file_keys(dataset_path)
+    try:
+        data = offline_env.get_dataset(h5path=dataset_path)
+    except AssertionError as err:  # dsrl reports shape mismatches with bare asserts
+        raise LSPCError(f"dataset {dataset_path or offline_env.dataset_url}: {err}") from None
+    except OSError as err:
+        source = dataset_path or offline_env.dataset_url
+        raise LSPCError(
+            f"could not read the dataset from {source} ({err}); without network access pass "
+            "--dataset_path FILE (a DSRL-layout hdf5 file, e.g. from scripts/collect_dataset.py)"
+        ) from None
+    check_dataset(data, env)
+    if density != 1.0 or noise_scale is not None or outliers_percent is not None or inpaint_ranges is not None:
+        offline_env.set_target_cost(cost_limit)
+        random.seed(seed)  # dsrl's grid filter samples with Python's global generator
+        with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+            data = offline_env.pre_process_data(
+                data,
+                outliers_percent=outliers_percent,
+                noise_scale=noise_scale,
+                inpaint_ranges=None if inpaint_ranges is None else tuple(tuple(r) for r in inpaint_ranges),
+                density=density,
+            )
+    return data
+
+
+def _check_file_keys(dataset_path: Optional[str]) -> None:
+    """Name every missing key at once (dsrl stops at the first with a bare assert)."""
+    if dataset_path is None:
+        return
+    import h5py
+
+    try:
+        with h5py.File(dataset_path, "r") as f:
+            missing = [key for key in DSRL_KEYS if key not in f]
+    except OSError as err:
+        raise LSPCError(f"dataset file {dataset_path!r} is not a readable hdf5 file ({err})") from None
+    if missing:
+        raise LSPCError(f"dataset {dataset_path!r} lacks the DSRL keys {missing}; expected all of {list(DSRL_KEYS)}")
+
+
+def check_dataset(data: Dict[str, np.ndarray], env: gym.Env) -> None:
+    """Raise a one-line error for data that cannot be trained on for this env."""
+    n = len(data["observations"])
+    if n == 0:
+        raise LSPCError("the dataset is empty")
+    expected = {
+        "observations": (n, *env.observation_space.shape),
+        "next_observations": (n, *env.observation_space.shape),
+        "actions": (n, *env.action_space.shape),
+        "rewards": (n,),
+        "costs": (n,),
+        "terminals": (n,),
+        "timeouts": (n,),
+    }
+    for key, shape in expected.items():
+        if data[key].shape != shape:
+            raise LSPCError(
+                f"dataset key {key!r} has shape {data[key].shape}, but {env.spec.id} needs {shape}"
+            )
+    for key in ("observations", "next_observations", "actions", "rewards", "costs"):
+        bad = ~np.isfinite(data[key])
+        if bad.any():
+            first = int(np.argwhere(bad)[0][0])
+            raise LSPCError(f"dataset key {key!r} has {int(bad.sum())} NaN/inf values (first at transition {first})")
+    if (data["costs"] < 0).any():
+        raise LSPCError("dataset costs must be non-negative (the cost critics assume c >= 0)")
+
+
+def episode_dones(data: Dict[str, np.ndarray], bootstrap_on_timeout: bool) -> np.ndarray:
+    """The `done` used in the Bellman targets.
+
+    Default (spec section 6 row 3): terminals OR timeouts, the release's choice without its
+    sum bug (terminal + timeout can be 2). ``bootstrap_on_timeout`` treats a time-limit cut as
+    a non-terminal and bootstraps through it, the textbook treatment.
+    """
+    terminals = data["terminals"].astype(bool)
+    if bootstrap_on_timeout:
+        return terminals.astype(np.float32)
+    return (terminals | data["timeouts"].astype(bool)).astype(np.float32)
+
+
+class TransitionBuffer:
+    """The whole dataset as tensors on the training device, sampled uniformly with its own generator."""
+
+    def __init__(
+        self,
+        data: Dict[str, np.ndarray],
+        device: torch.device,
+        seed: int,
+        *,
+        reward_scale: float = 1.0,
+        bootstrap_on_timeout: bool = False,
+    ) -> None:
+        def as_tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+        self.observations = as_tensor(data["observations"])
+        self.actions = as_tensor(data["actions"])
+        self.rewards = as_tensor(data["rewards"]) * reward_scale  # spec section 6 row 9
+        self.costs = as_tensor(data["costs"])
+        self.next_observations = as_tensor(data["next_observations"])
+        self.dones = as_tensor(episode_dones(data, bootstrap_on_timeout))
+        self.size = len(self.observations)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def sample(self, batch_size: int) -> Dict[str, torch.Tensor]:
+        idx = torch.randint(self.size, (batch_size,), generator=self.generator, device=self.observations.device)
+        return {
+            "observations": self.observations[idx],
+            "actions": self.actions[idx],
+            "rewards": self.rewards[idx],
+            "costs": self.costs[idx],
+            "next_observations": self.next_observations[idx],
+            "dones": self.dones[idx],
+        }

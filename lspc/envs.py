@@ -1,0 +1,95 @@
+"""The 38 DSRL tasks, their suites and thresholds, and one place that makes their environments."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Tuple
+
+import gymnasium as gym
+import numpy as np
+
+from lspc import LSPCError
+
+_BULLET = [f"Offline{agent}{task}-v0" for agent in ("Ant", "Ball", "Car", "Drone") for task in ("Run", "Circle")]
+_SAFETY_GYM_NAV = [
+    f"Offline{agent}{task}{level}Gymnasium-v0"
+    for agent in ("Car", "Point")
+    for task in ("Button", "Circle", "Goal", "Push")
+    for level in (1, 2)
+]
+_VELOCITY = [
+    f"Offline{agent}VelocityGymnasium-v1"
+    for agent in ("Ant", "HalfCheetah", "Hopper", "Swimmer", "Walker2d")
+]
+_METADRIVE = [
+    f"OfflineMetadrive-{road}{density}-v0"
+    for road in ("easy", "medium", "hard")
+    for density in ("sparse", "mean", "dense")
+]
+
+SUITES: Dict[str, List[str]] = {
+    "bullet": _BULLET,
+    "safety_gymnasium": _SAFETY_GYM_NAV,
+    "velocity": _VELOCITY,
+    "metadrive": _METADRIVE,
+}
+ALL_TASKS: List[str] = [task for tasks in SUITES.values() for task in tasks]
+
+# DSRL protocol (spec section 7): the cost thresholds at which every policy is scored.
+SUITE_COST_LIMITS: Dict[str, Tuple[float, ...]] = {
+    "bullet": (10.0, 20.0, 40.0),
+    "safety_gymnasium": (20.0, 40.0, 80.0),
+    "velocity": (20.0, 40.0, 80.0),
+    "metadrive": (10.0, 20.0, 40.0),
+}
+
+# What each suite needs beyond the default install (issue 5 adds them).
+_SUITE_INSTALL_HINT = {
+    "bullet": "make install",
+    "safety_gymnasium": "the Safety-Gymnasium suite (safety-gymnasium, mujoco; not in the default install yet)",
+    "velocity": "the Safety-Gymnasium suite (safety-gymnasium, mujoco; not in the default install yet)",
+    "metadrive": "the MetaDrive suite (metadrive-simulator, gym, panda3d; not in the default install yet)",
+}
+
+
+def check_task(task: str) -> str:
+    """Return the task's suite, or raise a clear error that lists the known tasks."""
+    for suite, tasks in SUITES.items():
+        if task in tasks:
+            return suite
+    raise LSPCError(f"unknown task {task!r}; known tasks: {', '.join(ALL_TASKS)}")
+
+
+def cost_limits(task: str) -> Tuple[float, ...]:
+    return SUITE_COST_LIMITS[check_task(task)]
+
+
+def _import_dsrl() -> None:
+    # dsrl imports every suite and prints a warning for each one that is missing; we report
+    # a missing suite ourselves, only when a task of it is asked for.
+    os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
+    import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
+
+
+def make_env(task: str) -> gym.Env:
+    """Make a DSRL task's environment (gymnasium API, ``info['cost']`` on every step)."""
+    suite = check_task(task)
+    _import_dsrl()
+    if task not in gym.registry:
+        raise LSPCError(f"task {task!r} needs {_SUITE_INSTALL_HINT[suite]}, which is not installed")
+    return gym.make(task)
+
+
+def reset_seeded(env: gym.Env, seed: int) -> np.ndarray:
+    """Reset to a reproducible start state.
+
+    Bullet Safety Gym draws start positions from numpy's global generator, not from the
+    ``seed`` given to ``reset``, so that one is seeded as well; the caller's global numpy
+    state is restored afterwards so evaluation never shifts the training random stream.
+    """
+    saved = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        obs, _ = env.reset(seed=seed)
+    finally:
+        np.random.set_state(saved)
+    return obs
