@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -70,13 +70,16 @@ def _import_dsrl() -> None:
     import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
 
 
-def make_env(task: str) -> gym.Env:
-    """Make a DSRL task's environment (gymnasium API, ``info['cost']`` on every step)."""
+def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
+    """Make a DSRL task's environment (gymnasium API, ``info['cost']`` on every step).
+
+    ``episode_len`` overrides the task's registered time limit (DSRL's episode length).
+    """
     suite = check_task(task)
     _import_dsrl()
     if task not in gym.registry:
         raise LSPCError(f"task {task!r} needs {_SUITE_INSTALL_HINT[suite]}, which is not installed")
-    return gym.make(task)
+    return gym.make(task) if episode_len is None else gym.make(task, max_episode_steps=episode_len)
 
 
 def reset_seeded(env: gym.Env, seed: int) -> np.ndarray:

@@ -27,14 +27,14 @@ class Evaluator:
     once and reused across evaluations.
     """
 
-    def __init__(self, task: str, num_envs: int) -> None:
-        self.task = task
-        self.envs: List[gym.Env] = [make_env(task) for _ in range(num_envs)]
+    def __init__(self, task: str, episode_len: int, num_envs: int) -> None:
+        self.task, self.episode_len = task, episode_len
+        self.envs: List[gym.Env] = [make_env(task, episode_len) for _ in range(num_envs)]
 
     def run(self, policy: BatchPolicy, seeds: Sequence[int], policy_seed: int, device: torch.device) -> Dict[str, np.ndarray]:
         """Per-episode raw ``reward``, ``cost`` and ``length`` arrays."""
         if len(seeds) > len(self.envs):
-            self.envs += [make_env(self.task) for _ in range(len(seeds) - len(self.envs))]
+            self.envs += [make_env(self.task, self.episode_len) for _ in range(len(seeds) - len(self.envs))]
         envs = self.envs[: len(seeds)]
         generator = torch.Generator(device=device)
         generator.manual_seed(policy_seed)

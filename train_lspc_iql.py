@@ -1,0 +1,512 @@
+"""LSPC: Latent Safety-Constrained Policy for safe offline RL (Koirala et al., ICLR 2025).
+
+One file, top to bottom like the paper:
+  1. networks: IQL reward critics (twin Q, V), cost critics (twin Qc, Vc), the CVAE
+     q_alpha(z|s,a) / p_beta(a|s,z), and the latent safety encoder mu_delta(z|s);
+  2. losses (paper equations in comments);
+  3. the trainer: ``LSPC.train(batch) -> metrics``, one gradient step and nothing else;
+  4. the two policies that come out of one run: LSPC-S (restricted latent prior) and
+     LSPC-O (reward-optimized latent encoder), plus the unrestricted CVAE policy;
+  5. the training loop: data, evaluation, logging, checkpoints, resume.
+The spec (shared LSPC_SPEC.md) lists where the authors' release and the paper differ and which
+behaviour we follow; the README has the short table.
+
+    python train_lspc_iql.py --task OfflineBallRun-v0 --dataset_path data.hdf5
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pyrallis
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lspc import LSPCError
+from lspc.checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lspc.data import TransitionBuffer, load_dataset
+from lspc.envs import make_env
+from lspc.evaluation import Evaluator, better_than, episode_seeds, summarize
+from lspc.run_logger import RunLogger, truncate_metrics
+from lspc_iql_configs import TrainConfig, config_dict, load_config
+
+# osrl prints a notice about an optional package (used by its CDT baseline) on import
+with contextlib.redirect_stdout(open(os.devnull, "w")):
+    from osrl.common.exp_util import seed_all
+    from osrl.common.net import mlp
+
+ENCODER_LOG_STD = (-4.0, 15.0)  # CVAE encoder q_alpha
+SAFETY_ENCODER_LOG_STD = (-10.0, 2.0)  # latent safety encoder mu_delta
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Networks (spec section 2: width 256, ReLU, two hidden layers)
+# ---------------------------------------------------------------------------------------------
+def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
+    return mlp([in_dim, hidden, hidden, out_dim], nn.ReLU)
+
+
+class TwinQ(nn.Module):
+    """Two independent Q heads; reward critics combine them with min, cost critics with max."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.q1 = _mlp(state_dim + action_dim, 1, hidden)
+        self.q2 = _mlp(state_dim + action_dim, 1, hidden)
+
+    def both(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        sa = torch.cat([state, action], dim=-1)
+        return self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+
+
+class ValueFunction(nn.Module):
+    def __init__(self, state_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.v = _mlp(state_dim, 1, hidden)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.v(state).squeeze(-1)
+
+
+class CVAE(nn.Module):
+    """Encoder q_alpha(z | s, a) and deterministic decoder p_beta(a | s, z) = max_action * tanh(.)."""
+
+    def __init__(self, state_dim: int, action_dim: int, latent_dim: int, hidden: int, max_action: float) -> None:
+        super().__init__()
+        self.encoder = _mlp(state_dim + action_dim, 2 * latent_dim, hidden)
+        self.decoder = _mlp(state_dim + latent_dim, action_dim, hidden)
+        self.latent_dim = latent_dim
+        self.max_action = max_action
+
+    def encode(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encoder(torch.cat([state, action], dim=-1)).chunk(2, dim=-1)
+        return mean, log_std.clamp(*ENCODER_LOG_STD)
+
+    def decode(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.decoder(torch.cat([state, z], dim=-1)))
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encode(state, action)
+        z = mean + log_std.exp() * torch.randn_like(mean)  # reparameterization
+        return self.decode(state, z), mean, log_std
+
+
+class LatentSafetyEncoder(nn.Module):
+    """mu_delta(z | s): a Gaussian over the CVAE's latent space, squashed to (-eps_O, eps_O)."""
+
+    def __init__(self, state_dim: int, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = _mlp(state_dim, 2 * latent_dim, hidden)
+
+    def forward(self, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(state).chunk(2, dim=-1)
+        return mean, log_std.clamp(*SAFETY_ENCODER_LOG_STD)
+
+    def sample(self, state: torch.Tensor, eps_o: float, generator: Optional[torch.Generator] = None,
+               deterministic: bool = False) -> torch.Tensor:
+        """z = eps_O * tanh(u), u ~ N(mean, std) (reparameterized), or u = mean when deterministic."""
+        mean, log_std = self(state)
+        if deterministic:
+            return eps_o * torch.tanh(mean)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return eps_o * torch.tanh(mean + log_std.exp() * noise)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Losses
+# ---------------------------------------------------------------------------------------------
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric L2, mean(|xi - 1[u < 0]| * u^2) (IQL; paper eq. 5 for V_r, eq. 7 for V_c)."""
+    weight = torch.abs(expectile - (diff < 0).to(diff.dtype))
+    return (weight * diff.pow(2)).mean()
+
+
+def exp_weight(advantage: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
+    """min(exp(temperature * advantage), max_weight): the AWR-style weights of eq. 10 and eq. 14."""
+    return torch.exp(temperature * advantage).clamp(max=max_weight)
+
+
+def gaussian_kl(mean: torch.Tensor, log_std: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-sample KL(N(mean, std^2) || N(0, I)), averaged (release) or summed over latent dims."""
+    kl = 0.5 * (mean.pow(2) + (2 * log_std).exp() - 1.0) - log_std
+    return kl.mean(dim=-1) if reduction == "mean" else kl.sum(dim=-1)
+
+
+def cost_weights(cost_value: torch.Tensor, cost_q: torch.Tensor, temperature: float, max_weight: float,
+                 mask_threshold: float) -> torch.Tensor:
+    """w_c = min(exp(lambda_c * (V_c(s) - Q_c(s, a))), max) (eq. 10), zero where Q_c or V_c > threshold."""
+    weights = exp_weight(cost_value - cost_q, temperature, max_weight)
+    unsafe = (cost_value > mask_threshold) | (cost_q > mask_threshold)
+    return weights.masked_fill(unsafe, 0.0)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Gradients flow through ``module`` to its inputs but its parameters get none."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The trainer
+# ---------------------------------------------------------------------------------------------
+METRIC_NAMES = (
+    "value_loss", "q_loss", "cost_value_loss", "cost_q_loss", "cvae_loss", "cvae_recon", "cvae_kl",
+    "safety_encoder_loss", "reward_weight_mean", "reward_weight_clipped", "cost_weight_mean",
+    "cost_weight_clipped", "cost_weight_masked", "q_mean", "v_mean", "cost_q_mean", "cost_v_mean",
+)
+_MODULES = ("q", "q_target", "value", "cost_q", "cost_q_target", "cost_value", "cvae", "safety_encoder")
+_OPTIMIZED = ("q", "value", "cost_q", "cost_value", "cvae", "safety_encoder")
+
+
+class LSPC:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        hidden = cfg.hidden_dim
+        self.q = TwinQ(state_dim, action_dim, hidden).to(device)
+        self.value = ValueFunction(state_dim, hidden).to(device)
+        self.cost_q = TwinQ(state_dim, action_dim, hidden).to(device)
+        self.cost_value = ValueFunction(state_dim, hidden).to(device)
+        self.cvae = CVAE(state_dim, action_dim, cfg.latent_dim, hidden, max_action).to(device)
+        self.safety_encoder = LatentSafetyEncoder(state_dim, cfg.latent_dim, hidden).to(device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.cost_q_target = copy.deepcopy(self.cost_q).requires_grad_(False)
+        self.optimizers = {
+            name: torch.optim.Adam(getattr(self, name).parameters(), lr=cfg.learning_rate) for name in _OPTIMIZED
+        }
+
+    def _step(self, name: str, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """One gradient step of every network (spec section 3). Returns detached 0-d tensors."""
+        cfg = self.cfg
+        s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
+        r, c, not_done = batch["rewards"], batch["costs"], 1.0 - batch["dones"]
+
+        with torch.no_grad():
+            q_target = torch.min(*self.q_target.both(s, a))
+            next_v = self.value(s_next)
+            # costs are non-negative, so are their value estimates (release behaviour)
+            cost_q_target = torch.max(*self.cost_q_target.both(s, a)).clamp(min=0.0)
+            next_cost_v = self.cost_value(s_next).clamp(min=0.0)
+
+        # (1) reward V: upper expectile of the target Q over dataset actions (eq. 5)
+        v = self.value(s)
+        reward_advantage = q_target - v
+        value_loss = expectile_loss(reward_advantage, cfg.iql_tau)
+        self._step("value", value_loss)
+
+        # (2) reward Q: one-step TD towards r + gamma * V(s') (eq. 6)
+        q1, q2 = self.q.both(s, a)
+        td_target = r + cfg.discount * not_done * next_v
+        q_loss = 0.5 * (F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target))
+        self._step("q", q_loss)
+
+        # (3) cost V: u = V_c - max(Q_c); over-shooting costs xi, so V_c settles at the lower
+        # expectile of Q_c: the cost-to-go of the safest in-distribution actions (eq. 7)
+        cost_v = self.cost_value(s)
+        cost_value_loss = expectile_loss(cost_v - cost_q_target, cfg.iql_tau)
+        self._step("cost_value", cost_value_loss)
+
+        # (4) cost Q: c + gamma * V_c(s') (eq. 8)
+        qc1, qc2 = self.cost_q.both(s, a)
+        cost_td_target = c + cfg.discount * not_done * next_cost_v
+        cost_q_loss = 0.5 * (F.mse_loss(qc1, cost_td_target) + F.mse_loss(qc2, cost_td_target))
+        self._step("cost_q", cost_q_loss)
+
+        # (5) CVAE: cost-advantage weighted ELBO (eq. 10 / 43); safer-than-average actions weigh more.
+        # Squared error is the log-likelihood of a fixed-variance Gaussian decoder.
+        w_cost = cost_weights(cost_v.detach(), cost_q_target, cfg.beta_cost, cfg.max_weight, cfg.safe_qc_vc_threshold)
+        reconstruction, mean, log_std = self.cvae(s, a)
+        recon = (reconstruction - a).pow(2).sum(dim=-1)
+        kl = gaussian_kl(mean, log_std, cfg.kl_reduction)
+        cvae_loss = (w_cost * (recon + cfg.vae_beta * kl)).mean()
+        self._step("cvae", cvae_loss)
+
+        # (6) latent safety encoder: reward AWR in latent space through the frozen, just-updated
+        # decoder (eq. 14 / 44); only delta moves
+        w_reward = exp_weight(reward_advantage.detach(), cfg.beta_reward, cfg.max_weight)
+        z = self.safety_encoder.sample(s, cfg.max_latent_action)
+        with frozen(self.cvae):
+            decoded = self.cvae.decode(s, z)
+        safety_encoder_loss = (w_reward * (decoded - a).pow(2).sum(dim=-1)).mean()
+        self._step("safety_encoder", safety_encoder_loss)
+
+        # (7) target critics
+        soft_update(self.q_target, self.q, cfg.tau)
+        soft_update(self.cost_q_target, self.cost_q, cfg.tau)
+
+        values = (
+            value_loss, q_loss, cost_value_loss, cost_q_loss, cvae_loss, recon.mean(), kl.mean(),
+            safety_encoder_loss, w_reward.mean(), (w_reward >= cfg.max_weight).float().mean(), w_cost.mean(),
+            (w_cost >= cfg.max_weight).float().mean(), (w_cost == 0).float().mean(), q_target.mean(), v.mean(),
+            cost_q_target.mean(), cost_v.mean(),
+        )
+        return {name: value.detach() for name, value in zip(METRIC_NAMES, values)}
+
+    # -----------------------------------------------------------------------------------------
+    # 4. The policies (spec section 4). Each maps an observation batch to an action batch and
+    #    draws its noise from ``generator`` so that evaluation is reproducible.
+    # -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act_lspc_s(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """LSPC-S: z ~ N(0, I) restricted to [-eps_S, eps_S], decoded by p_beta."""
+        eps = self.cfg.vae_clamper
+        shape = (obs.shape[0], self.cfg.latent_dim)
+        if self.cfg.lspc_s_sampling == "truncated":  # inverse CDF of the normal truncated to the box
+            low = torch.special.ndtr(torch.tensor(-eps, device=obs.device))
+            u = torch.rand(shape, generator=generator, device=obs.device)
+            z = torch.special.ndtri(low + (1 - 2 * low) * u)
+        else:
+            z = torch.randn(shape, generator=generator, device=obs.device)
+            z = z.clamp(-eps, eps) if self.cfg.lspc_s_sampling == "clamp" else eps * torch.tanh(z)
+        return self.cvae.decode(obs, z)
+
+    @torch.no_grad()
+    def act_lspc_o(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """LSPC-O: z from the latent safety encoder mu_delta(s), squashed to (-eps_O, eps_O)."""
+        deterministic = self.cfg.lspc_o_sampling == "deterministic"
+        z = self.safety_encoder.sample(obs, self.cfg.max_latent_action, generator, deterministic)
+        return self.cvae.decode(obs, z)
+
+    @torch.no_grad()
+    def act_cvae(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The unrestricted CVAE policy (the paper's ablation): z ~ N(0, I)."""
+        z = torch.randn((obs.shape[0], self.cfg.latent_dim), generator=generator, device=obs.device)
+        return self.cvae.decode(obs, z)
+
+    def state_dict(self) -> Dict[str, dict]:
+        state = {name: getattr(self, name).state_dict() for name in _MODULES}
+        state.update({f"{name}_optimizer": opt.state_dict() for name, opt in self.optimizers.items()})
+        return state
+
+    def load_state_dict(self, state: Dict[str, dict]) -> None:
+        for name in _MODULES:
+            getattr(self, name).load_state_dict(state[name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[f"{name}_optimizer"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The training loop
+# ---------------------------------------------------------------------------------------------
+class NonFiniteLoss(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.step = signum, step
+
+
+class MetricsWindow:
+    """Sums the step metrics on the device and remembers the first step each went non-finite,
+    so the loop never waits on the device between log points."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(METRIC_NAMES), device=self.device, dtype=torch.float64)
+        self.first_bad = torch.full((len(METRIC_NAMES),), -1, device=self.device, dtype=torch.long)
+        self.count = 0
+
+    def add(self, metrics: Dict[str, torch.Tensor], step: int) -> None:
+        values = torch.stack([metrics[name] for name in METRIC_NAMES]).double()
+        self.sums += values
+        newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.count += 1
+
+    def check_finite(self) -> None:
+        first_bad = self.first_bad.tolist()
+        bad = [(step, name) for step, name in zip(first_bad, METRIC_NAMES) if step >= 0 and name.endswith("loss")]
+        if bad:
+            step, name = min(bad)
+            raise NonFiniteLoss(f"{name} became NaN or infinite at step {step}")
+
+    def means(self) -> Dict[str, float]:
+        self.check_finite()
+        means = (self.sums / max(self.count, 1)).tolist()
+        self.reset()
+        return {f"train/{name}": value for name, value in zip(METRIC_NAMES, means)}
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def prepare_run_dir(cfg: TrainConfig) -> str:
+    """The run directory, created and checked for writing before anything is loaded."""
+    run_dir = cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
+    checkpoint_dir = os.path.join(run_dir, "checkpoint")
+    if cfg.resume is None and os.path.exists(os.path.join(run_dir, "config.yaml")):
+        raise LSPCError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
+                        "or choose another --name")
+    try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        probe = os.path.join(checkpoint_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise LSPCError(f"cannot write to the run directory {run_dir} ({err.strerror}); choose another --logdir") from None
+    return run_dir
+
+
+def evaluate_policies(agent: LSPC, evaluator: Evaluator, env, cfg: TrainConfig) -> Dict[str, Dict[str, float]]:
+    """Seeded evaluation of LSPC-O ("eval") and LSPC-S ("eval_star") at the run's cost limit."""
+    seeds = episode_seeds(cfg.seed, cfg.eval_episodes)
+    policies = {"o": agent.act_lspc_o, "s": agent.act_lspc_s}
+    return {key: summarize(env, evaluator.run(policy, seeds, cfg.seed, agent.device), cfg.cost_limit)
+            for key, policy in policies.items()}
+
+
+def eval_log_entries(scores: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    entries = {}
+    for key, prefix in (("o", "eval"), ("s", "eval_star")):
+        s = scores[key]
+        entries.update({f"{prefix}/reward": s["reward"], f"{prefix}/cost": s["cost"], f"{prefix}/length": s["length"],
+                        f"normalized_{prefix}/reward": s["normalized_reward"],
+                        f"normalized_{prefix}/cost": s["normalized_cost"]})
+    return entries
+
+
+def train(cfg: TrainConfig) -> str:
+    """Train LSPC as configured; returns the run directory."""
+    device = torch.device(cfg.device)
+    run_dir = prepare_run_dir(cfg)
+    checkpoint_dir = os.path.join(run_dir, "checkpoint")
+    env = make_env(cfg.task)
+    data = load_dataset(env, cfg.dataset_path, density=cfg.density, noise_scale=cfg.noise_scale,
+                        outliers_percent=cfg.outliers_percent, inpaint_ranges=cfg.inpaint_ranges,
+                        cost_limit=cfg.cost_limit, seed=cfg.seed)
+    if cfg.batch_size > len(data["observations"]):
+        raise LSPCError(f"batch_size {cfg.batch_size} is larger than the dataset ({len(data['observations'])} transitions)")
+
+    seed_all(cfg.seed)
+    evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
+    buffer = TransitionBuffer(data, device, cfg.seed, reward_scale=cfg.reward_scale,
+                              bootstrap_on_timeout=cfg.bootstrap_on_timeout)
+    agent = LSPC(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]), cfg, device)
+    start_step, best, wandb_id = 0, {"o": None, "s": None}, None
+    if cfg.resume is not None:
+        checkpoint = load_checkpoint(os.path.join(checkpoint_dir, "model.pt"), device)
+        agent.load_state_dict(checkpoint["model"])
+        restore_rng_state(checkpoint["rng"], buffer.generator)
+        start_step, best, wandb_id = checkpoint["step"], checkpoint["best"], checkpoint["wandb_id"]
+        truncate_metrics(run_dir, start_step)
+        if start_step >= cfg.max_timesteps:
+            raise LSPCError(f"the run is already at step {start_step}; raise --max_timesteps to train further")
+
+    def write_yaml(f) -> None:
+        f.write(pyrallis.dump(cfg).encode("utf-8"))
+
+    atomic_write_bytes(os.path.join(run_dir, "config.yaml"), write_yaml)
+    logger = RunLogger(run_dir, config_dict(cfg), project=cfg.project, group=cfg.group, name=cfg.name,
+                       wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
+    print(f"run_dir: {run_dir}", flush=True)
+
+    def checkpoint_payload(step: int) -> dict:
+        return {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(buffer.generator),
+                "best": best, "config": config_dict(cfg), "wandb_id": logger.wandb_id}
+
+    window = MetricsWindow(device)
+    bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
+               desc=cfg.task, mininterval=2.0, dynamic_ncols=True)
+    try:
+        with StopRequest() as stop:
+            for step in range(start_step + 1, cfg.max_timesteps + 1):
+                window.add(agent.train(buffer.sample(cfg.batch_size)), step)
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    logger.log(step, window.means())
+                if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
+                    window.check_finite()  # never evaluate or save a diverged model
+                    scores = evaluate_policies(agent, evaluator, env, cfg)
+                    logger.log(step, eval_log_entries(scores))
+                    bar.set_postfix({f"{k}_{m}": round(scores[k][f"normalized_{m}"], 3)
+                                     for k in ("o", "s") for m in ("reward", "cost")})
+                    improved = {key: better_than(scores[key], best[key]) for key in best}
+                    for key in best:
+                        if improved[key]:
+                            best[key] = {"step": step, **scores[key]}
+                    payload = checkpoint_payload(step)
+                    save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), payload)
+                    for key in best:
+                        if improved[key]:
+                            save_checkpoint(os.path.join(checkpoint_dir, f"model_best_{key}.pt"), payload)
+                if stop.signum is not None:
+                    window.check_finite()
+                    save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
+                    raise Interrupted(stop.signum, step)
+    finally:
+        bar.close()
+        logger.close()
+        evaluator.close()
+        env.close()
+    return run_dir
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        cfg = load_config(argv)
+        run_dir = train(cfg)
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLoss as err:
+        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as err:
+        run_dir = cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
+        print(f"interrupted by {err} at step {err.step}; checkpoint saved; continue with --resume {run_dir}",
+              file=sys.stderr)
+        sys.exit(128 + err.signum)
+    print(f"done: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
