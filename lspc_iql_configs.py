@@ -187,7 +187,7 @@ def load_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         fixed = [name for name in explicit if name in _FIXED_ON_RESUME and getattr(parsed, name) != getattr(base, name)]
         if fixed:
             raise LSPCError(f"a resumed run cannot change {fixed}; start a new run instead")
-        cfg = replace(base, **{name: getattr(parsed, name) for name in explicit}, resume=parsed.resume)
+        cfg = replace(base, **{name: getattr(parsed, name) for name in explicit if name != "resume"}, resume=parsed.resume)
     else:
         config_path = _config_path(argv)
         from_file = _yaml_keys(config_path) if config_path else []

@@ -345,11 +345,12 @@ class MetricsWindow:
         self.count += 1
 
     def check_finite(self) -> None:
-        first_bad = self.first_bad.tolist()
-        bad = [(step, name) for step, name in zip(first_bad, METRIC_NAMES) if step >= 0 and name.endswith("loss")]
+        # the earliest step, then the earliest loss in update order: the root cause, not its echoes
+        bad = [(step, i) for i, step in enumerate(self.first_bad.tolist())
+               if step >= 0 and METRIC_NAMES[i].endswith("loss")]
         if bad:
-            step, name = min(bad)
-            raise NonFiniteLoss(f"{name} became NaN or infinite at step {step}")
+            step, i = min(bad)
+            raise NonFiniteLoss(f"{METRIC_NAMES[i]} became NaN or infinite at step {step}")
 
     def means(self) -> Dict[str, float]:
         self.check_finite()

@@ -1,8 +1,10 @@
 """The 38 DSRL tasks, their suites and thresholds, and one place that makes their environments."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Dict, List, Optional, Tuple
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -63,11 +65,25 @@ def cost_limits(task: str) -> Tuple[float, ...]:
     return SUITE_COST_LIMITS[check_task(task)]
 
 
+@contextlib.contextmanager
+def _real_std_streams() -> Iterator[None]:
+    """bullet_safety_gym silences pybullet by flushing the C stream named after ``sys.stdout`` /
+    ``sys.stderr`` (at import and at env construction), which fails when Python's streams are
+    replaced (pytest capture, Jupyter). Point them at the process's real streams meanwhile."""
+    replaced = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__ or sys.stdout, sys.__stderr__ or sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = replaced
+
+
 def _import_dsrl() -> None:
     # dsrl imports every suite and prints a warning for each one that is missing; we report
     # a missing suite ourselves, only when a task of it is asked for.
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
-    import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
+    with _real_std_streams():
+        import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
 
 
 def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
@@ -79,7 +95,8 @@ def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
     _import_dsrl()
     if task not in gym.registry:
         raise LSPCError(f"task {task!r} needs {_SUITE_INSTALL_HINT[suite]}, which is not installed")
-    return gym.make(task) if episode_len is None else gym.make(task, max_episode_steps=episode_len)
+    with _real_std_streams():
+        return gym.make(task) if episode_len is None else gym.make(task, max_episode_steps=episode_len)
 
 
 def reset_seeded(env: gym.Env, seed: int) -> np.ndarray:

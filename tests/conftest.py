@@ -1,0 +1,33 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ballrun_data():
+    """12 BallRun episodes (1,200 transitions) collected from the real simulator."""
+    return collect("OfflineBallRun-v0", episodes=12, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ballrun_file(ballrun_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ballrun-tiny.hdf5"
+    write_dsrl_hdf5(str(path), ballrun_data, {"task": "OfflineBallRun-v0", "seed": 0})
+    return str(path)
+
+
+def tiny_args(dataset: str, logdir, **overrides) -> list:
+    """Command-line flags for a few-second training run on the tiny dataset."""
+    flags = dict(task="OfflineBallRun-v0", dataset_path=dataset, logdir=str(logdir), max_timesteps=20,
+                 batch_size=64, eval_every=10, log_every=5, eval_episodes=2, hidden_dim=32, latent_dim=8,
+                 wandb_mode="disabled", device="cpu")
+    flags.update(overrides)
+    return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
