@@ -5,6 +5,7 @@ A flag given on the command line always wins, even when its value equals a defau
 Field names follow the authors' release where it has one (its users' commands keep working).
 """
 
+import difflib
 import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -133,6 +134,12 @@ def _flags_given(argv: Sequence[str]) -> List[str]:
             name = token[2:].split("=", 1)[0]
             if name in names:
                 given.append(name)
+            elif name not in ("config_path", "help"):
+                # argparse would take an abbreviation (--vae_clamp) as the full flag, unseen here,
+                # so a task override could silently beat it: accept exact names only
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean --{close[0]}?" if close else ""
+                raise LSPCError(f"unknown flag --{name}{hint}")
     return given
 
 
@@ -177,8 +184,10 @@ def load_saved_config(path: str) -> TrainConfig:
 def load_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Resolve the config of a training run from the command line (``sys.argv[1:]`` by default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parsed = _parse(argv)  # defaults < YAML < flags, with pyrallis's type checks
     explicit = _flags_given(argv)
+    config_path = _config_path(argv)
+    from_file = _yaml_keys(config_path) if config_path else []  # checked before pyrallis reads it
+    parsed = _parse(argv)  # defaults < YAML < flags, with pyrallis's type checks
     if parsed.resume is not None:
         saved_path = os.path.join(parsed.resume, "config.yaml")
         if not os.path.isfile(saved_path):
@@ -189,8 +198,6 @@ def load_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
             raise LSPCError(f"a resumed run cannot change {fixed}; start a new run instead")
         cfg = replace(base, **{name: getattr(parsed, name) for name in explicit if name != "resume"}, resume=parsed.resume)
     else:
-        config_path = _config_path(argv)
-        from_file = _yaml_keys(config_path) if config_path else []
         check_task(parsed.task)
         cfg = replace(TrainConfig(), **TASK_OVERRIDES[parsed.task])
         cfg = replace(cfg, **{name: getattr(parsed, name) for name in [*from_file, *explicit]})

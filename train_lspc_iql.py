@@ -123,7 +123,7 @@ class LatentSafetyEncoder(nn.Module):
 # 2. Losses
 # ---------------------------------------------------------------------------------------------
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric L2, mean(|xi - 1[u < 0]| * u^2) (IQL; paper eq. 5 for V_r, eq. 7 for V_c)."""
+    """Asymmetric L2 of IQL, mean(|xi - 1[u < 0]| * u^2), used for both value functions."""
     weight = torch.abs(expectile - (diff < 0).to(diff.dtype))
     return (weight * diff.pow(2)).mean()
 
@@ -214,25 +214,25 @@ class LSPC:
             cost_q_target = torch.max(*self.cost_q_target.both(s, a)).clamp(min=0.0)
             next_cost_v = self.cost_value(s_next).clamp(min=0.0)
 
-        # (1) reward V: upper expectile of the target Q over dataset actions (eq. 5)
+        # (1) reward V: upper expectile of the target Q over dataset actions (IQL)
         v = self.value(s)
         reward_advantage = q_target - v
         value_loss = expectile_loss(reward_advantage, cfg.iql_tau)
         self._step("value", value_loss)
 
-        # (2) reward Q: one-step TD towards r + gamma * V(s') (eq. 6)
+        # (2) reward Q: one-step TD towards r + gamma * V(s')
         q1, q2 = self.q.both(s, a)
         td_target = r + cfg.discount * not_done * next_v
         q_loss = 0.5 * (F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target))
         self._step("q", q_loss)
 
         # (3) cost V: u = V_c - max(Q_c); over-shooting costs xi, so V_c settles at the lower
-        # expectile of Q_c: the cost-to-go of the safest in-distribution actions (eq. 7)
+        # expectile of Q_c: the cost-to-go of the safest in-distribution actions
         cost_v = self.cost_value(s)
         cost_value_loss = expectile_loss(cost_v - cost_q_target, cfg.iql_tau)
         self._step("cost_value", cost_value_loss)
 
-        # (4) cost Q: c + gamma * V_c(s') (eq. 8)
+        # (4) cost Q: c + gamma * V_c(s')
         qc1, qc2 = self.cost_q.both(s, a)
         cost_td_target = c + cfg.discount * not_done * next_cost_v
         cost_q_loss = 0.5 * (F.mse_loss(qc1, cost_td_target) + F.mse_loss(qc2, cost_td_target))
@@ -280,7 +280,7 @@ class LSPC:
         if self.cfg.lspc_s_sampling == "truncated":  # inverse CDF of the normal truncated to the box
             low = torch.special.ndtr(torch.tensor(-eps, device=obs.device))
             u = torch.rand(shape, generator=generator, device=obs.device)
-            z = torch.special.ndtri(low + (1 - 2 * low) * u)
+            z = torch.special.ndtri(low + (1 - 2 * low) * u).clamp(-eps, eps)  # float32 rounding at the edge
         else:
             z = torch.randn(shape, generator=generator, device=obs.device)
             z = z.clamp(-eps, eps) if self.cfg.lspc_s_sampling == "clamp" else eps * torch.tanh(z)

@@ -99,3 +99,9 @@ def test_existing_run_is_never_overwritten(ballrun_file, tmp_path, capsys):
 def test_resume_of_a_non_run_directory(tmp_path, capsys):
     err = run_main(["--resume", str(tmp_path)], capsys)
     assert "is not a run directory" in err
+
+
+def test_abbreviated_or_unknown_flag_is_refused(ballrun_file, tmp_path, capsys):
+    # argparse alone would read --vae_clamp as --vae_clamper and the task override (0.6) would win
+    err = run_main([*tiny_args(ballrun_file, tmp_path), "--vae_clamp", "0.25"], capsys)
+    assert "unknown flag --vae_clamp; did you mean --vae_clamper?" in err
