@@ -19,7 +19,10 @@ def atomic_write_bytes(path: str, write) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the permissions a plain open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
