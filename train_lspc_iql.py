@@ -22,7 +22,6 @@ import signal
 import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
 import pyrallis
 import torch
 import torch.nn as nn

@@ -1,5 +1,4 @@
 """The training script end to end: run directory, metrics, checkpoints, resume, faults."""
-import json
 import os
 import signal
 import subprocess
