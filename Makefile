@@ -1,11 +1,11 @@
 # The two README commands: `make demo` (train + evaluate LSPC on BallRun, CPU, a few minutes)
-# and `make test`. Both create/reuse .venv in the repo and install the pinned requirements.
+# and `make test`. Every target creates/reuses .venv in the repo and installs the pinned requirements.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test datasets clean-venv
 
 install: $(STAMP)
 
@@ -19,6 +19,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 demo: install
 	PYTHON=$(PY) bash scripts/demo.sh
+
+# Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
+DATA_DIR ?= $(HOME)/.lspc/datasets
+DATASET_TASKS := OfflineBallRun-v0 OfflineCarRun-v0 OfflineBallCircle-v0 OfflineCarCircle-v0
+DATASET_EPISODES ?= 600
+
+datasets: $(foreach task,$(DATASET_TASKS),$(DATA_DIR)/$(task).hdf5)
+
+$(DATA_DIR)/%.hdf5: | $(STAMP)
+	$(PY) scripts/collect_dataset.py --task $* --episodes $(DATASET_EPISODES) --seed 0 --out $@
 
 test: install
 	$(PY) -m pytest -q tests

@@ -86,6 +86,19 @@ def _import_dsrl() -> None:
         import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
 
 
+def dsrl_reference(task: str) -> Dict[str, float]:
+    """DSRL's reference returns of a task (``dsrl.infos``): reward range and max episode cost."""
+    check_task(task)
+    _import_dsrl()
+    from dsrl import infos
+
+    key = task.removeprefix("Offline").removesuffix("-v0").removesuffix("-v1").removesuffix("Gymnasium")
+    key = key.removeprefix("Metadrive-")
+    return {"min_episode_reward": float(infos.MIN_EPISODE_REWARD[key]),
+            "max_episode_reward": float(infos.MAX_EPISODE_REWARD[key]),
+            "max_episode_cost": float(infos.MAX_EPISODE_COST[key])}
+
+
 def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
     """Make a DSRL task's environment (gymnasium API, ``info['cost']`` on every step).
 

@@ -8,9 +8,13 @@ DATA_DIR=${DATA_DIR:-$HOME/.lspc/datasets}
 STEPS=${STEPS:-3000}
 DSRL_FILE=${DSRL_DATASET_DIR:-$HOME/.dsrl/datasets}/SafetyBallRun-v0-80-940.hdf5
 
+COLLECTED_FILE=$DATA_DIR/OfflineBallRun-v0.hdf5   # written by `make datasets`
 if [ -f "$DSRL_FILE" ]; then
   echo "demo: using DSRL's dataset $DSRL_FILE"
   DATA_ARGS=()
+elif [ -f "$COLLECTED_FILE" ]; then
+  echo "demo: DSRL's dataset is not on disk; using the collected dataset $COLLECTED_FILE"
+  DATA_ARGS=(--dataset_path "$COLLECTED_FILE")
 else
   DEMO_FILE=$DATA_DIR/OfflineBallRun-v0-demo.hdf5
   if [ ! -f "$DEMO_FILE" ]; then
@@ -18,7 +22,7 @@ else
     echo "demo: from the Bullet simulator with a behaviour controller into $DEMO_FILE"
     "$PY" scripts/collect_dataset.py --task OfflineBallRun-v0 --episodes 300 --seed 0 --out "$DEMO_FILE"
   else
-    echo "demo: using the collected dataset $DEMO_FILE"
+    echo "demo: DSRL's dataset is not on disk; using the collected dataset $DEMO_FILE"
   fi
   DATA_ARGS=(--dataset_path "$DEMO_FILE")
 fi

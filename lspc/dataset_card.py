@@ -1,0 +1,59 @@
+"""A dataset card: JSON statistics and a reward-vs-cost scatter of the trajectories (paper Fig. 10)."""
+from __future__ import annotations
+
+import json
+from typing import Dict
+
+import numpy as np
+
+from lspc.checkpoint import atomic_write_bytes
+from lspc.collect import episode_returns
+from lspc.envs import cost_limits, dsrl_reference
+
+
+def card_statistics(task: str, data: Dict[str, np.ndarray]) -> Dict[str, object]:
+    returns = episode_returns(data)
+    reward, cost = returns["reward"], returns["cost"]
+    return {
+        "task": task,
+        "episodes": int(len(reward)),
+        "transitions": int(len(data["rewards"])),
+        "reward_return": {"min": float(reward.min()), "mean": float(reward.mean()), "max": float(reward.max())},
+        "cost_return": {"min": float(cost.min()), "mean": float(cost.mean()), "max": float(cost.max())},
+        "fraction_cost_zero": float((cost == 0).mean()),
+        "fraction_cost_at_most": {f"{kappa:g}": float((cost <= kappa).mean()) for kappa in cost_limits(task)},
+        "fraction_cost_above_40": float((cost > 40).mean()),
+        "dsrl_reference": dsrl_reference(task),
+    }
+
+
+def plot_frontier(task: str, data: Dict[str, np.ndarray], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    returns = episode_returns(data)
+    reference = dsrl_reference(task)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(returns["cost"], returns["reward"], s=8, alpha=0.6, color="tab:blue", label="trajectories")
+    for kappa, style in zip(cost_limits(task), ("--", "-.", ":")):
+        ax.axvline(kappa, color="tab:red", linestyle=style, linewidth=1, label=f"threshold {kappa:g}")
+    ax.axhspan(reference["min_episode_reward"], reference["max_episode_reward"], color="0.9", zorder=0,
+               label="DSRL reward range")
+    ax.set_xlabel("episode cost")
+    ax.set_ylabel("episode reward")
+    ax.set_title(f"{task}: {len(returns['cost'])} trajectories")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_card(dataset_path: str, task: str, data: Dict[str, np.ndarray], extra: Dict[str, object]) -> str:
+    """Write ``<dataset>.card.json`` and ``<dataset>.card.png`` next to the dataset; returns the stem."""
+    stem = dataset_path.removesuffix(".hdf5")
+    stats = {**card_statistics(task, data), **extra}
+    atomic_write_bytes(f"{stem}.card.json", lambda f: f.write(json.dumps(stats, indent=2).encode()))
+    plot_frontier(task, data, f"{stem}.card.png")
+    return stem

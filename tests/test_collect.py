@@ -1,0 +1,98 @@
+"""The dataset collector: DSRL layout, episode boundaries, dsrl loading, reproducibility, replay."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from lspc import LSPCError
+from lspc.collect import CONTROLLERS, collect, default_cost_cap, episode_returns, write_dsrl_hdf5
+from lspc.dataset_card import write_card
+from lspc.data import DSRL_KEYS
+from lspc.envs import make_env, reset_seeded
+
+
+def test_layout_dtypes_and_episode_boundaries(ballrun_data):
+    n = len(ballrun_data["observations"])
+    assert n == 12 * 100  # BallRun episodes never terminate: 100-step time limit
+    for key in ("observations", "next_observations"):
+        assert ballrun_data[key].shape == (n, 7) and ballrun_data[key].dtype == np.float32
+    assert ballrun_data["actions"].shape == (n, 2) and ballrun_data["actions"].dtype == np.float32
+    assert np.abs(ballrun_data["actions"]).max() <= 1.0  # the applied (clipped) action is stored
+    for key in ("rewards", "costs"):
+        assert ballrun_data[key].shape == (n,) and ballrun_data[key].dtype == np.float32
+    assert set(np.unique(ballrun_data["costs"])) <= {0.0, 1.0}
+    assert not ballrun_data["terminals"].any()
+    assert np.flatnonzero(ballrun_data["timeouts"]).tolist() == list(range(99, n, 100))
+    # within an episode, each next observation is the following observation
+    inside = ~ballrun_data["timeouts"][:-1]
+    assert np.array_equal(ballrun_data["next_observations"][:-1][inside], ballrun_data["observations"][1:][inside])
+
+
+def test_dsrl_loads_the_file(ballrun_data, ballrun_file):
+    env = make_env("OfflineBallRun-v0")
+    loaded = env.unwrapped.get_dataset(h5path=ballrun_file)
+    for key in DSRL_KEYS:
+        assert np.array_equal(loaded[key], ballrun_data[key]), key
+    with h5py.File(ballrun_file) as f:
+        assert f.attrs["task"] == "OfflineBallRun-v0" and "bullet-safety-gym==1.4.0" in f.attrs["versions"]
+        assert list(f.attrs["episode_start_seeds"]) == list(ballrun_data["episode_start_seeds"])
+
+
+def test_reproducible_and_independent_of_worker_count():
+    one = collect("OfflineCarRun-v0", episodes=3, seed=5, workers=1, chunk=2)
+    two = collect("OfflineCarRun-v0", episodes=3, seed=5, workers=2, chunk=2)
+    other = collect("OfflineCarRun-v0", episodes=3, seed=6, workers=1, chunk=2)
+    for key in DSRL_KEYS:
+        assert np.array_equal(one[key], two[key]), key
+    assert not np.array_equal(one["actions"], other["actions"])
+
+
+def test_recorded_steps_equal_a_replay_from_the_same_start(ballrun_data):
+    env = make_env("OfflineBallRun-v0")
+    obs = reset_seeded(env, int(ballrun_data["episode_start_seeds"][1]))
+    first = slice(100, 130)  # the first 30 steps of the second episode
+    assert np.array_equal(obs.astype(np.float32), ballrun_data["observations"][100])
+    for action, reward, cost, next_obs in zip(ballrun_data["actions"][first], ballrun_data["rewards"][first],
+                                              ballrun_data["costs"][first], ballrun_data["next_observations"][first]):
+        replayed_obs, replayed_reward, _, _, info = env.step(action)
+        assert np.float32(replayed_reward) == reward and info["cost"] == cost
+        assert np.allclose(replayed_obs, next_obs, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", sorted(CONTROLLERS))
+def test_every_controller_respects_the_cost_cap(task):
+    data = collect(task, episodes=2, seed=0)
+    returns = episode_returns(data)
+    assert len(returns["cost"]) == 2 and (returns["cost"] <= default_cost_cap(task)).all()
+    assert data["episode_indices"].tolist() == sorted(data["episode_indices"].tolist())
+
+
+def test_cost_cap_zero_keeps_only_safe_episodes():
+    data = collect("OfflineBallRun-v0", episodes=3, seed=0, max_cost=0)
+    assert data["costs"].sum() == 0 and data["episodes_attempted"] >= 3
+
+
+def test_default_cost_cap():
+    assert default_cost_cap("OfflineBallRun-v0") == 80  # DSRL's own
+    assert default_cost_cap("OfflineCarRun-v0") == 80  # DSRL's 40 raised to 2 x the top threshold
+
+
+def test_unknown_controller():
+    with pytest.raises(LSPCError, match="no behaviour controller"):
+        collect("OfflineDroneRun-v0", episodes=1, seed=0)
+
+
+def test_dataset_card(ballrun_data, tmp_path):
+    path = str(tmp_path / "ballrun.hdf5")
+    write_dsrl_hdf5(path, ballrun_data, {"task": "OfflineBallRun-v0"})
+    stem = write_card(path, "OfflineBallRun-v0", ballrun_data, {"seed": 0})
+    with open(f"{stem}.card.json") as f:
+        card = json.load(f)
+    costs = episode_returns(ballrun_data)["cost"]
+    assert card["episodes"] == 12 and card["transitions"] == 1200 and card["seed"] == 0
+    assert card["fraction_cost_at_most"] == {k: float((costs <= float(k)).mean()) for k in ("10", "20", "40")}
+    assert card["cost_return"]["max"] == float(costs.max())
+    assert card["dsrl_reference"]["max_episode_reward"] == pytest.approx(1327.4456)
+    assert os.path.getsize(f"{stem}.card.png") > 10_000
