@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUITES_STAMP := $(VENV)/.installed-suites
 
-.PHONY: install demo test datasets clean-venv
+.PHONY: install install-suites demo test datasets clean-venv
 
 install: $(STAMP)
 
@@ -16,6 +17,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	# dsrl and osrl-lib pin torch~=1.13 / wandb~=0.14 / protobuf~=3.19: not installable on 3.11
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
+
+# Safety-Gymnasium and MetaDrive (about 450 MB more); the tests cover them, the demo does not need them.
+install-suites: $(SUITES_STAMP)
+
+$(SUITES_STAMP): $(STAMP) requirements-suites.txt requirements-suites-nodeps.txt
+	$(PY) -m pip install --quiet -r requirements-suites.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-suites-nodeps.txt
+	touch $(SUITES_STAMP)
 
 demo: install
 	PYTHON=$(PY) bash scripts/demo.sh
@@ -30,7 +39,7 @@ datasets: $(foreach task,$(DATASET_TASKS),$(DATA_DIR)/$(task).hdf5)
 $(DATA_DIR)/%.hdf5: | $(STAMP)
 	$(PY) scripts/collect_dataset.py --task $* --episodes $(DATASET_EPISODES) --seed 0 --out $@
 
-test: install
+test: install install-suites
 	$(PY) -m pytest -q tests
 
 clean-venv:

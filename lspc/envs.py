@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -9,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 
-from lspc import LSPCError
+from lspc import LSPCError, suite_shims
 
 _BULLET = [f"Offline{agent}{task}-v0" for agent in ("Ant", "Ball", "Car", "Drone") for task in ("Run", "Circle")]
 _SAFETY_GYM_NAV = [
@@ -44,12 +45,11 @@ SUITE_COST_LIMITS: Dict[str, Tuple[float, ...]] = {
     "metadrive": (10.0, 20.0, 40.0),
 }
 
-# What each suite needs beyond the default install (issue 5 adds them).
+# What each suite needs beyond the core install.
 _SUITE_INSTALL_HINT = {
-    "bullet": "make install",
-    "safety_gymnasium": "the Safety-Gymnasium suite (safety-gymnasium, mujoco; not in the default install yet)",
-    "velocity": "the Safety-Gymnasium suite (safety-gymnasium, mujoco; not in the default install yet)",
-    "metadrive": "the MetaDrive suite (metadrive-simulator, gym, panda3d; not in the default install yet)",
+    "safety_gymnasium": "the Safety-Gymnasium suite; install it with `make install-suites`",
+    "velocity": "the Safety-Gymnasium suite; install it with `make install-suites`",
+    "metadrive": "the MetaDrive suite; install it with `make install-suites`",
 }
 
 
@@ -79,11 +79,28 @@ def _real_std_streams() -> Iterator[None]:
 
 
 def _import_dsrl() -> None:
-    # dsrl imports every suite and prints a warning for each one that is missing; we report
-    # a missing suite ourselves, only when a task of it is asked for.
+    # dsrl imports every suite and prints a warning for each one that is missing; we import the
+    # suites ourselves (with their shims) and report a missing one only when it is asked for.
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
     with _real_std_streams():
-        import dsrl  # noqa: F401  (registers the Offline* tasks with gymnasium)
+        import dsrl  # noqa: F401  (registers the Bullet tasks with gymnasium)
+
+
+_SUITE_IMPORTS = {"safety_gymnasium": suite_shims.import_safety_gymnasium,
+                  "velocity": suite_shims.import_safety_gymnasium,
+                  "metadrive": suite_shims.import_metadrive}
+
+
+@functools.lru_cache(maxsize=None)
+def import_suite(suite: str) -> None:
+    """Import dsrl and the simulator of ``suite`` once, or say how to install it."""
+    _import_dsrl()
+    if suite in _SUITE_IMPORTS:
+        try:
+            with _real_std_streams():
+                _SUITE_IMPORTS[suite]()
+        except ImportError as err:
+            raise LSPCError(f"{suite} tasks need {_SUITE_INSTALL_HINT[suite]} ({err})") from None
 
 
 def dsrl_reference(task: str) -> Dict[str, float]:
@@ -100,16 +117,52 @@ def dsrl_reference(task: str) -> Dict[str, float]:
 
 
 def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
-    """Make a DSRL task's environment (gymnasium API, ``info['cost']`` on every step).
+    """Make a DSRL task's environment: gymnasium API, ``info['cost']`` on every step, and
+    ``env.unwrapped`` the dsrl OfflineEnv (``get_dataset``, ``get_normalized_score``).
 
     ``episode_len`` overrides the task's registered time limit (DSRL's episode length).
     """
     suite = check_task(task)
-    _import_dsrl()
-    if task not in gym.registry:
-        raise LSPCError(f"task {task!r} needs {_SUITE_INSTALL_HINT[suite]}, which is not installed")
+    import_suite(suite)
+    limit = {} if episode_len is None else {"max_episode_steps": episode_len}
     with _real_std_streams():
-        return gym.make(task) if episode_len is None else gym.make(task, max_episode_steps=episode_len)
+        if suite == "metadrive":  # dsrl registers MetaDrive in old gym's registry
+            import gym as old_gym
+
+            return OldGymAdapter(old_gym.make(task, **limit))
+        return gym.make(task, **limit)
+
+
+class OldGymAdapter(gym.Env):
+    """Presents an old-gym (0.26) env, as dsrl registers MetaDrive, with gymnasium spaces.
+
+    MetaDrive's DSRL maps hold one scenario, so ``reset`` takes no seed there; start-state
+    randomness (traffic) comes from numpy's global generator, which ``reset_seeded`` seeds.
+    """
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.spec = env.spec
+        self.observation_space = _gymnasium_box(env.observation_space)
+        self.action_space = _gymnasium_box(env.action_space)
+
+    @property
+    def unwrapped(self):
+        return self.env.unwrapped
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        obs, info = self.env.reset()
+        return obs, info
+
+    def step(self, action):
+        return self.env.step(action)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _gymnasium_box(space) -> gym.spaces.Box:
+    return gym.spaces.Box(low=space.low, high=space.high, shape=space.shape, dtype=space.dtype)
 
 
 def reset_seeded(env: gym.Env, seed: int) -> np.ndarray:
