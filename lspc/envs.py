@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import sys
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -82,7 +83,8 @@ def _import_dsrl() -> None:
     # dsrl imports every suite and prints a warning for each one that is missing; we import the
     # suites ourselves (with their shims) and report a missing one only when it is asked for.
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
-    with _real_std_streams():
+    # dsrl imports old gym (for MetaDrive), which prints a banner asking to migrate to gymnasium
+    with contextlib.redirect_stderr(io.StringIO()):
         import dsrl  # noqa: F401  (registers the Bullet tasks with gymnasium)
 
 

@@ -1,0 +1,163 @@
+"""Training-step throughput: our trainer against a plain eager step of the same math.
+
+    python scripts/bench_train.py [--device cpu|cuda] [--task OfflineBallRun-v0] [--rounds 5] [--steps 50]
+
+(a) ``LSPC.train`` as the training loop calls it (metrics summed on the device, read rarely);
+(b) the same losses written straightforwardly here: separate Q networks, one Adam per network
+(PyTorch's default implementation), every logged value pulled to the host each step.
+Same batch size, network sizes and data (random batches of the task's shapes). The two are
+measured in alternating rounds in one process, and the median round rate of each is reported
+as one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from lspc.envs import make_env  # noqa: E402
+from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
+from train_lspc_iql import LSPC, MetricsWindow  # noqa: E402
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, out_dim))
+
+
+class PlainStep:
+    """The reference: spec section 3 written the obvious way."""
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, cfg: TrainConfig, device: torch.device):
+        h, z = cfg.hidden_dim, cfg.latent_dim
+        self.cfg, self.max_action = cfg, max_action
+        self.nets = {
+            "q1": mlp(state_dim + action_dim, 1, h), "q2": mlp(state_dim + action_dim, 1, h), "v": mlp(state_dim, 1, h),
+            "qc1": mlp(state_dim + action_dim, 1, h), "qc2": mlp(state_dim + action_dim, 1, h), "vc": mlp(state_dim, 1, h),
+            "enc": mlp(state_dim + action_dim, 2 * z, h), "dec": mlp(state_dim + z, action_dim, h),
+            "delta": mlp(state_dim, 2 * z, h),
+        }
+        for net in self.nets.values():
+            net.to(device)
+        self.targets = {k: copy.deepcopy(self.nets[k]) for k in ("q1", "q2", "qc1", "qc2")}
+        self.opts = {k: torch.optim.Adam(net.parameters(), lr=cfg.learning_rate) for k, net in self.nets.items()}
+
+    def _update(self, names, loss):
+        for n in names:
+            self.opts[n].zero_grad()
+        loss.backward()
+        for n in names:
+            self.opts[n].step()
+
+    def train(self, b) -> dict:
+        cfg, n, t = self.cfg, self.nets, self.targets
+        s, a, s2 = b["observations"], b["actions"], b["next_observations"]
+        sa, not_done = torch.cat([s, a], 1), 1 - b["dones"]
+        with torch.no_grad():
+            q_t = torch.min(t["q1"](sa), t["q2"](sa)).squeeze(-1)
+            qc_t = torch.max(t["qc1"](sa), t["qc2"](sa)).squeeze(-1).clamp(min=0)
+            next_v, next_vc = n["v"](s2).squeeze(-1), n["vc"](s2).squeeze(-1).clamp(min=0)
+        v = n["v"](s).squeeze(-1)
+        u = q_t - v
+        v_loss = (torch.abs(cfg.iql_tau - (u < 0).float()) * u ** 2).mean()
+        self._update(["v"], v_loss)
+        target = b["rewards"] + cfg.discount * not_done * next_v
+        q_loss = 0.5 * (F.mse_loss(n["q1"](sa).squeeze(-1), target) + F.mse_loss(n["q2"](sa).squeeze(-1), target))
+        self._update(["q1", "q2"], q_loss)
+        vc = n["vc"](s).squeeze(-1)
+        uc = vc - qc_t
+        vc_loss = (torch.abs(cfg.iql_tau - (uc < 0).float()) * uc ** 2).mean()
+        self._update(["vc"], vc_loss)
+        c_target = b["costs"] + cfg.discount * not_done * next_vc
+        qc_loss = 0.5 * (F.mse_loss(n["qc1"](sa).squeeze(-1), c_target) + F.mse_loss(n["qc2"](sa).squeeze(-1), c_target))
+        self._update(["qc1", "qc2"], qc_loss)
+        w_c = torch.exp(cfg.beta_cost * (vc.detach() - qc_t)).clamp(max=cfg.max_weight)
+        mean, log_std = n["enc"](sa).chunk(2, -1)
+        log_std = log_std.clamp(-4, 15)
+        zs = mean + log_std.exp() * torch.randn_like(mean)
+        recon = self.max_action * torch.tanh(n["dec"](torch.cat([s, zs], 1)))
+        kl = (0.5 * (mean ** 2 + (2 * log_std).exp() - 1) - log_std).mean(-1)
+        vae_loss = (w_c * ((recon - a) ** 2).sum(-1) + cfg.vae_beta * w_c * kl).mean()
+        self._update(["enc", "dec"], vae_loss)
+        w_r = torch.exp(cfg.beta_reward * u.detach()).clamp(max=cfg.max_weight)
+        d_mean, d_log_std = n["delta"](s).chunk(2, -1)
+        z = cfg.max_latent_action * torch.tanh(d_mean + d_log_std.clamp(-10, 2).exp() * torch.randn_like(d_mean))
+        decoded = self.max_action * torch.tanh(n["dec"](torch.cat([s, z], 1)))
+        enc_loss = (w_r * ((decoded - a) ** 2).sum(-1)).mean()
+        self._update(["delta"], enc_loss)  # the decoder gets gradients here but is not stepped
+        with torch.no_grad():
+            for k in t:
+                for tp, p in zip(t[k].parameters(), n[k].parameters()):
+                    tp.mul_(1 - cfg.tau).add_(cfg.tau * p)
+        return {k: v.item() for k, v in (("v", v_loss), ("q", q_loss), ("vc", vc_loss), ("qc", qc_loss),
+                                          ("vae", vae_loss), ("enc", enc_loss))}
+
+
+def random_batches(count: int, cfg: TrainConfig, state_dim: int, action_dim: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    n = cfg.batch_size
+    return [{"observations": torch.randn(n, state_dim, generator=g).to(device),
+             "actions": (torch.rand(n, action_dim, generator=g) * 2 - 1).to(device),
+             "rewards": torch.randn(n, generator=g).to(device), "costs": (torch.rand(n, generator=g) < 0.2).float().to(device),
+             "next_observations": torch.randn(n, state_dim, generator=g).to(device),
+             "dones": (torch.rand(n, generator=g) < 0.01).float().to(device)} for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--task", default="OfflineBallRun-v0")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50, help="steps per round")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    env = make_env(args.task)
+    state_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    cfg = TrainConfig(task=args.task, **TASK_OVERRIDES[args.task])
+    torch.manual_seed(0)
+    ours, plain = LSPC(state_dim, action_dim, 1.0, cfg, device), PlainStep(state_dim, action_dim, 1.0, cfg, device)
+    window = MetricsWindow(device)
+    batches = random_batches(args.steps, cfg, state_dim, action_dim, device)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def ours_round() -> None:
+        for i, batch in enumerate(batches):
+            window.add(ours.train(batch), i)
+        window.means()  # the loop reads metrics once per log_every steps
+
+    def plain_round() -> None:
+        for batch in batches:
+            plain.train(batch)
+
+    rates = {"ours": [], "plain": []}
+    for name, fn in (("ours", ours_round), ("plain", plain_round)):  # warm-up
+        fn()
+    for _ in range(args.rounds):
+        for name, fn in (("ours", ours_round), ("plain", plain_round)):
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            rates[name].append(args.steps / (time.perf_counter() - start))
+    ours_rate, plain_rate = statistics.median(rates["ours"]), statistics.median(rates["plain"])
+    print(json.dumps({"task": args.task, "device": str(device), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "batch_size": cfg.batch_size,
+                      "ours_it_per_s": round(ours_rate, 2), "plain_it_per_s": round(plain_rate, 2),
+                      "ratio": round(ours_rate / plain_rate, 3)}))
+
+
+if __name__ == "__main__":
+    main()
