@@ -1,117 +1,339 @@
 """Evaluate a trained LSPC run the way DSRL's tables are made (spec section 7).
 
-    python eval_lspc.py --path logs/OfflineBallRun-v0-cost-10/lspc_iql-seed0 [--checkpoint best_o]
+    python eval_lspc.py --path logs/OfflineBallRun-v0-cost-10/lspc_iql-seed0 [--checkpoint latest|best_o|best_s]
+        [--policies lspc-o lspc-s cvae] [--cost_limits 10 20 40] [--eval_episodes 20] [--seed 0] [--device cpu]
+        [--vector sync|async|lockstep] [--eps_s 0.1 0.25 0.5 1.0] [--eps_o 0.1 0.25 0.5 1.0] [--state_step N]
+        [--no_figures]
 
 Rebuilds the model from the run directory's config.yaml and checkpoint, runs seeded episodes of
 each policy once, and scores them at every cost threshold of the task's suite (LSPC ignores the
-threshold during training). Writes eval/results.json and eval/results.md into the run directory.
+threshold during training). --eps_s / --eps_o evaluate LSPC-S / LSPC-O again with other
+restriction values, without retraining. Writes into <run>/eval/: results.json, results.md,
+training_curves.png (from metrics.jsonl), action_space.png (2-D action tasks) and tradeoff.png
+(with a sweep). Nothing else in the run directory is touched.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-from typing import Dict, List, Optional
+import time
+from typing import Dict, Iterator, List, Optional, Sequence
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 from lspc import LSPCError
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import cost_limits, make_env
-from lspc.evaluation import Evaluator, episode_seeds, normalized_scores
-from lspc_iql_configs import load_saved_config
+from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
+                             score_at_thresholds)
+from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
+from lspc_iql_configs import TrainConfig, load_saved_config
 from train_lspc_iql import LSPC
 
 CHECKPOINTS = {"latest": "model.pt", "best_o": "model_best_o.pt", "best_s": "model_best_s.pt"}
 POLICIES = {"lspc-o": "act_lspc_o", "lspc-s": "act_lspc_s", "cvae": "act_cvae"}
+# the config field each policy reads its restriction eps from, at act time
+SWEEP_FIELDS = {"lspc-s": "vae_clamper", "lspc-o": "max_latent_action"}
+SWEEP_NOTES = {
+    "lspc-s": "eps_S only restricts the prior when acting (training never reads it), so every value is an exact "
+              "LSPC-S policy of this run.",
+    "lspc-o": "LSPC-O's latent encoder was trained with eps_O = {trained:g}; other values rescale its squashed "
+              "latent z = eps_O * tanh(u) without retraining, so they show sensitivity, not what training at that "
+              "eps would give.",
+}
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    path: str
+    checkpoint: str
+    cfg: TrainConfig
+    agent: LSPC
+    step: int
+    env: gym.Env  # the task's env: its spaces and dsrl's normalization
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise LSPCError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise LSPCError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
+
+
+def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> LoadedRun:
+    """The run's model from its config.yaml and checkpoint, on ``device`` (a GPU checkpoint loads on a CPU)."""
+    _check_device(device)
+    config_path = os.path.join(path, "config.yaml")
+    if not os.path.isfile(config_path):
+        raise LSPCError(f"{path} is not a run directory: expected config.yaml and checkpoint/ written by "
+                        "train_lspc_iql.py")
+    cfg = dataclasses.replace(load_saved_config(config_path), device=device)
+    checkpoint_path = os.path.join(path, "checkpoint", CHECKPOINTS[checkpoint])
+    if not os.path.isfile(checkpoint_path):
+        present = [name for name, file in CHECKPOINTS.items() if os.path.isfile(os.path.join(path, "checkpoint", file))]
+        has = f"it has {', '.join(present)}" if present else "it has no checkpoint yet"
+        raise LSPCError(f"no {checkpoint} checkpoint in {path}: expected checkpoint/{CHECKPOINTS[checkpoint]}; {has}")
+    state = load_checkpoint(checkpoint_path, device)
+    if not (isinstance(state, dict) and {"model", "step"} <= set(state) and isinstance(state.get("config"), dict)):
+        raise LSPCError(f"{checkpoint_path} is not an LSPC checkpoint: expected the model, config and step that "
+                        "train_lspc_iql.py saves")
+    if state["config"].get("task") != cfg.task:
+        raise LSPCError(f"{checkpoint_path} was trained on {state['config'].get('task')}, but the run directory is "
+                        f"{cfg.task}: expected a checkpoint of {cfg.task}")
+    env = make_env(cfg.task, cfg.episode_len)
+    agent = LSPC(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
+                 cfg, torch.device(device))
+    try:
+        agent.load_state_dict(state["model"])
+    except KeyError as err:
+        env.close()
+        raise LSPCError(f"{checkpoint_path} does not fit the run's config.yaml: it lacks {err.args[0]!r}") from None
+    except (RuntimeError, ValueError) as err:  # torch lists every mismatch on its own line; the first says enough
+        env.close()
+        details = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = details[min(1, len(details) - 1)]
+        raise LSPCError(f"{checkpoint_path} does not fit the run's config.yaml: {first}") from None
+    return LoadedRun(path, checkpoint, cfg, agent, int(state["step"]), env)
+
+
+@contextlib.contextmanager
+def acting_with(agent: LSPC, **overrides) -> Iterator[None]:
+    """The policies read their eps and sampling modes from ``agent.cfg`` when they act: override them meanwhile."""
+    saved = agent.cfg
+    agent.cfg = dataclasses.replace(saved, **overrides)
+    try:
+        yield
+    finally:
+        agent.cfg = saved
+
+
+def _check_arguments(policies: Sequence[str], thresholds: Sequence[float], eval_episodes: int, seed: int,
+                     sweeps: Dict[str, Sequence[float]]) -> None:
+    unknown = [name for name in policies if name not in POLICIES]
+    if unknown:
+        raise LSPCError(f"unknown policies {unknown}; expected some of {list(POLICIES)}")
+    if eval_episodes <= 0:
+        raise LSPCError(f"--eval_episodes must be positive, got {eval_episodes}")
+    if seed < 0:
+        raise LSPCError(f"--seed must be >= 0, got {seed}")
+    if any(kappa < 0 for kappa in thresholds):
+        raise LSPCError(f"--cost_limits must be >= 0, got {list(thresholds)}")
+    for values in sweeps.values():
+        if any(eps <= 0 for eps in values):
+            raise LSPCError(f"restriction values (--eps_s, --eps_o) must be positive, got {list(values)}")
+
+
+def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, thresholds: Optional[Sequence[float]] = None,
+             eval_episodes: int = 20, seed: int = 0, vector: Optional[str] = None, eps_s: Sequence[float] = (),
+             eps_o: Sequence[float] = ()) -> Dict:
+    """Every policy once over the same seeded episodes, scored at every threshold; then the
+    restriction sweeps, on the same episodes and policy noise (common random numbers).
+    ``vector`` None: sync, or async for MetaDrive (one env per process); every mode gives the same numbers."""
+    policies = list(policies or POLICIES)
+    thresholds = [float(kappa) for kappa in (thresholds or cost_limits(run.cfg.task))]
+    sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
+    _check_arguments(policies, thresholds, eval_episodes, seed, sweeps)
+    seeds = episode_seeds(seed, eval_episodes)
+    evaluator = Evaluator(run.cfg.task, run.cfg.episode_len, eval_episodes,
+                          choose_vector(run.cfg.task, vector, eval_episodes, in_process="sync"))
+
+    def score(policy: str, **overrides) -> Dict:
+        with acting_with(run.agent, **overrides):
+            episodes = evaluator.run(getattr(run.agent, POLICIES[policy]), seeds, seed, run.agent.device)
+        return score_at_thresholds(run.env, episodes, thresholds)
+
+    cfg = run.cfg
+    results = {
+        "task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
+        "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds, "device": cfg.device,
+        "restriction": {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
+                        "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling},
+    }
+    try:
+        results["policies"] = {name: score(name) for name in policies}
+        if sweeps:
+            results["sweep"] = {}
+            for policy, values in sweeps.items():
+                field = SWEEP_FIELDS[policy]
+                trained = getattr(cfg, field)
+                results["sweep"][policy] = {
+                    "parameter": field, "trained_eps": trained, "note": SWEEP_NOTES[policy].format(trained=trained),
+                    "points": [{"eps": eps, **score(policy, **{field: eps})} for eps in values],
+                }
+    finally:
+        evaluator.close()
+    return results
 
 
 def evaluate_run(path: str, checkpoint: str = "latest", policies: Optional[List[str]] = None,
                  thresholds: Optional[List[float]] = None, eval_episodes: int = 20, seed: int = 0,
-                 device: str = "cpu") -> Dict:
-    config_path = os.path.join(path, "config.yaml")
-    if not os.path.isfile(config_path):
-        raise LSPCError(f"{path} is not a run directory (expected config.yaml and checkpoint/ in it)")
-    cfg = dataclasses.replace(load_saved_config(config_path), device=device)
-    checkpoint_path = os.path.join(path, "checkpoint", CHECKPOINTS[checkpoint])
-    state = load_checkpoint(checkpoint_path, device)
-    if state["config"]["task"] != cfg.task:
-        raise LSPCError(f"{checkpoint_path} was trained on {state['config']['task']}, but the run is {cfg.task}")
-    env = make_env(cfg.task, cfg.episode_len)
-    agent = LSPC(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
-                 cfg, torch.device(device))
-    agent.load_state_dict(state["model"])
-
-    thresholds = list(thresholds or cost_limits(cfg.task))
-    seeds = episode_seeds(seed, eval_episodes)
-    evaluator = Evaluator(cfg.task, cfg.episode_len, eval_episodes)
-    results = {"task": cfg.task, "run": os.path.abspath(path), "checkpoint": checkpoint, "step": state["step"],
-               "seed": seed, "episodes": eval_episodes, "policies": {}}
+                 device: str = "cpu", vector: Optional[str] = None, eps_s: Sequence[float] = (),
+                 eps_o: Sequence[float] = ()) -> Dict:
+    """``load_run`` then ``evaluate``: the results.json content of a run directory."""
+    run = load_run(path, checkpoint, device)
     try:
-        for name in policies or list(POLICIES):
-            episodes = evaluator.run(getattr(agent, POLICIES[name]), seeds, seed, agent.device)
-            per_threshold = {}
-            for kappa in thresholds:
-                norm_r, norm_c = zip(*(normalized_scores(env, r, c, kappa)
-                                       for r, c in zip(episodes["reward"], episodes["cost"])))
-                per_threshold[f"{kappa:g}"] = {
-                    "normalized_reward": float(torch.tensor(norm_r).mean()),
-                    "normalized_reward_std": float(torch.tensor(norm_r).std(unbiased=False)),
-                    "normalized_cost": float(torch.tensor(norm_c).mean()),
-                    "normalized_cost_std": float(torch.tensor(norm_c).std(unbiased=False)),
-                }
-            results["policies"][name] = {
-                "reward": float(episodes["reward"].mean()), "reward_std": float(episodes["reward"].std()),
-                "cost": float(episodes["cost"].mean()), "cost_std": float(episodes["cost"].std()),
-                "length": float(episodes["length"].mean()), "thresholds": per_threshold,
-            }
+        return evaluate(run, policies, thresholds, eval_episodes, seed, vector, eps_s, eps_o)
     finally:
-        evaluator.close()
-        env.close()
-    return results
+        run.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+def _score_cells(entry: Dict, thresholds: Sequence[str]) -> List[str]:
+    return [f"{entry['reward']:.1f} ± {entry['reward_std']:.1f}", f"{entry['cost']:.1f} ± {entry['cost_std']:.1f}"] + [
+        f"{entry['thresholds'][k]['normalized_reward']:.3f} / {entry['thresholds'][k]['normalized_cost']:.3f}"
+        for k in thresholds]
+
+
+def _table(first_column: str, rows: Dict[str, Dict], thresholds: Sequence[str]) -> List[str]:
+    header = [first_column, "reward", "cost"] + [f"norm. reward / cost @ {k}" for k in thresholds]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([label] + _score_cells(entry, thresholds)) + " |" for label, entry in rows.items()]
+    return lines
 
 
 def markdown_table(results: Dict) -> str:
-    thresholds = list(next(iter(results["policies"].values()))["thresholds"])
-    header = "| policy | reward | cost | " + " | ".join(f"norm. reward / cost @ {k}" for k in thresholds) + " |"
+    thresholds = [f"{kappa:g}" for kappa in results["thresholds"]]
+    restriction = results["restriction"]
     lines = [f"{results['task']}, checkpoint {results['checkpoint']} (step {results['step']}), "
-             f"{results['episodes']} episodes, seed {results['seed']}", "", header,
-             "|" + "---|" * (2 + len(thresholds) + 1)]
-    for name, p in results["policies"].items():
-        cells = [f"{p['thresholds'][k]['normalized_reward']:.3f} / {p['thresholds'][k]['normalized_cost']:.3f}"
-                 for k in thresholds]
-        lines.append(f"| {name} | {p['reward']:.1f} ± {p['reward_std']:.1f} | {p['cost']:.1f} ± {p['cost_std']:.1f} | "
-                     + " | ".join(cells) + " |")
+             f"{results['episodes']} episodes, seed {results['seed']}; "
+             f"eps_S = {restriction['eps_s']:g} ({restriction['lspc_s_sampling']}), "
+             f"eps_O = {restriction['eps_o']:g} ({restriction['lspc_o_sampling']}); mean ± std over episodes", ""]
+    lines += _table("policy", results["policies"], thresholds)
+    for policy, sweep in results.get("sweep", {}).items():
+        rows = {f"{p['eps']:g}" + (" (trained)" if np.isclose(p["eps"], sweep["trained_eps"]) else ""): p
+                for p in sweep["points"]}
+        lines += ["", f"{policy.upper()} restriction sweep ({sweep['parameter']}). {sweep['note']}", ""]
+        lines += _table("eps", rows, thresholds)
     return "\n".join(lines) + "\n"
 
 
+def action_snapshot(run: LoadedRun, seed: int, state_step: int, samples: int = 500, grid: int = 101) -> ActionSnapshot:
+    """Figure 3's data at the state LSPC-O reaches after ``state_step`` steps of the first evaluation episode."""
+    agent, device = run.agent, run.agent.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+
+    def batch(obs: np.ndarray, rows: int) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=device).expand(rows, -1)
+
+    env = make_eval_env(run.cfg.task, run.cfg.episode_len)
+    try:
+        obs, _ = env.reset(seed=episode_seeds(seed, 1)[0])
+        reached = 0
+        while reached < state_step:
+            obs, _, terminated, truncated, _ = env.step(agent.act_lspc_o(batch(obs, 1), generator)[0].cpu().numpy())
+            reached += 1
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    low, high = run.env.action_space.low, run.env.action_space.high
+    a0, a1 = np.meshgrid(np.linspace(low[0], high[0], grid), np.linspace(low[1], high[1], grid))
+    grid_actions = torch.as_tensor(np.stack([a0.ravel(), a1.ravel()], axis=1), dtype=torch.float32, device=device)
+    with torch.no_grad():
+        states = batch(obs, len(grid_actions))
+        q_reward = torch.min(*agent.q.both(states, grid_actions)).reshape(grid, grid)
+        q_cost = torch.max(*agent.cost_q.both(states, grid_actions)).reshape(grid, grid)
+    with acting_with(agent, lspc_o_sampling="deterministic"):
+        lspc_o_mean = agent.act_lspc_o(batch(obs, 1), generator)[0]
+    cfg = run.cfg
+    return ActionSnapshot(
+        title=f"{cfg.task}, checkpoint {run.checkpoint} (step {run.step}): state after {reached} LSPC-O steps of "
+              f"evaluation episode 0 (seed {seed}); eps_S = {cfg.vae_clamper:g} ({cfg.lspc_s_sampling}), "
+              f"eps_O = {cfg.max_latent_action:g}; {samples} samples per policy",
+        low=low, high=high, q_reward=q_reward.cpu().numpy(), q_cost=q_cost.cpu().numpy(),
+        cvae=agent.act_cvae(batch(obs, samples), generator).cpu().numpy(),
+        lspc_s=agent.act_lspc_s(batch(obs, samples), generator).cpu().numpy(),
+        lspc_o=agent.act_lspc_o(batch(obs, samples), generator).cpu().numpy(),
+        lspc_o_mean=lspc_o_mean.cpu().numpy(),
+    )
+
+
+def write_figures(run: LoadedRun, results: Dict, out_dir: str, state_step: int) -> List[str]:
+    """The run's figures into ``out_dir``; returns what was written, and says what was skipped and why."""
+    written = []
+    try:
+        curves = read_curves(run.path)
+    except LSPCError as err:
+        print(f"note: no training curves: {err}")
+    else:
+        written.append(os.path.join(out_dir, "training_curves.png"))
+        plot_training_curves({run.cfg.task: [curves]}, {run.cfg.task: results["thresholds"]}, written[-1])
+    if run.env.action_space.shape == (2,):
+        written.append(os.path.join(out_dir, "action_space.png"))
+        plot_action_space(action_snapshot(run, results["seed"], state_step), written[-1])
+    else:
+        print(f"note: no action-space figure: {run.cfg.task} has {run.env.action_space.shape[0]}-D actions, it needs 2")
+    if "sweep" in results:
+        written.append(os.path.join(out_dir, "tradeoff.png"))
+        plot_tradeoff(results, written[-1])
+    return written
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--path", required=True, help="a run directory written by train_lspc_iql.py")
     parser.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="latest")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
     parser.add_argument("--cost_limits", nargs="+", type=float, default=None,
                         help="thresholds to score at (default: the task suite's three)")
     parser.add_argument("--eval_episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the episode starts and the policies' noise")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--vector", choices=VECTOR_MODES, default=None,
+                        help="how episodes run side by side: gymnasium's SyncVectorEnv, AsyncVectorEnv (one "
+                             "subprocess per episode, for slow simulators) or a plain in-process list; same numbers "
+                             "(default: sync; async for MetaDrive, which allows one environment per process)")
+    parser.add_argument("--eps_s", nargs="+", type=float, default=[], help="LSPC-S restriction values to sweep")
+    parser.add_argument("--eps_o", nargs="+", type=float, default=[], help="LSPC-O restriction values to sweep")
+    parser.add_argument("--state_step", type=int, default=None,
+                        help="action-space figure: the state after this many LSPC-O steps (default: half an episode)")
+    parser.add_argument("--no_figures", action="store_true")
     args = parser.parse_args(argv)
     try:
-        if args.eval_episodes <= 0:
-            raise LSPCError(f"--eval_episodes must be positive, got {args.eval_episodes}")
-        results = evaluate_run(args.path, args.checkpoint, args.policies, args.cost_limits, args.eval_episodes,
-                               args.seed, args.device)
+        if args.state_step is not None and args.state_step < 0:
+            raise LSPCError(f"--state_step must be >= 0, got {args.state_step}")
+        run = load_run(args.path, args.checkpoint, args.device)
+        try:
+            vector = choose_vector(run.cfg.task, args.vector, args.eval_episodes, in_process="sync")
+            start = time.perf_counter()
+            results = evaluate(run, args.policies, args.cost_limits, args.eval_episodes, args.seed, vector,
+                               args.eps_s, args.eps_o)
+            elapsed = time.perf_counter() - start
+            out_dir = os.path.join(args.path, "eval")
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+            except OSError as err:
+                raise LSPCError(f"cannot write the results to {out_dir} ({err.strerror})") from None
+            table = markdown_table(results)
+            atomic_write_bytes(os.path.join(out_dir, "results.json"),
+                               lambda f: f.write(json.dumps(results, indent=2).encode()))
+            atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
+            print(table)
+            figures = [] if args.no_figures else write_figures(
+                run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
+        finally:
+            run.close()
     except LSPCError as err:
-        sys.exit(f"error: {err}")
-    out_dir = os.path.join(args.path, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    table = markdown_table(results)
-    atomic_write_bytes(os.path.join(out_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=2).encode()))
-    atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
-    print(table)
-    print(f"wrote {out_dir}/results.json and results.md")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    runs = len(results["policies"]) + sum(len(s["points"]) for s in results.get("sweep", {}).values())
+    print(f"{runs} evaluations of {args.eval_episodes} episodes in {elapsed:.1f} s (--vector {vector})")
+    print("wrote " + ", ".join([f"{out_dir}/results.json", "results.md"] + [os.path.basename(f) for f in figures]))
 
 
 if __name__ == "__main__":

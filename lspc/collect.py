@@ -161,11 +161,16 @@ def rollout(env: gym.Env, task: str, seed: int, episode: int) -> Dict[str, np.nd
 
 
 def _rollout_chunk(task: str, seed: int, episodes: range) -> List[Dict[str, np.ndarray]]:
-    env = make_env(task)
-    try:
-        return [rollout(env, task, seed, episode) for episode in episodes]
-    finally:
-        env.close()
+    # a fresh env per episode: Bullet's reset keeps some simulator state (RaceCar, Drone), so a
+    # reused env would make an episode depend on the ones before it and break its replay
+    results = []
+    for episode in episodes:
+        env = make_env(task)
+        try:
+            results.append(rollout(env, task, seed, episode))
+        finally:
+            env.close()
+    return results
 
 
 def collect(task: str, episodes: int, seed: int, workers: int = 1, max_cost: Optional[float] = None,

@@ -32,11 +32,6 @@ def test_unknown_task(ballrun_file, tmp_path, capsys):
     assert "unknown task 'OfflineBallRun-v9'" in err and "OfflineCarGoal1Gymnasium-v0" in err
 
 
-def test_uninstalled_suite_names_what_is_missing(ballrun_file, tmp_path, capsys):
-    err = run_main(tiny_args(ballrun_file, tmp_path, task="OfflineMetadrive-easysparse-v0"), capsys)
-    assert "MetaDrive" in err and "not installed" in err
-
-
 def test_dataset_shapes_must_match_the_env(ballrun_data, tmp_path, capsys):
     path = write_variant(tmp_path, ballrun_data, observations=ballrun_data["observations"][:, :6])
     err = run_main(tiny_args(path, tmp_path), capsys)
