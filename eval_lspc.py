@@ -33,7 +33,7 @@ from lspc.envs import cost_limits, make_env
 from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
                              score_at_thresholds)
 from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
-from lspc_iql_configs import TrainConfig, load_saved_config
+from lspc_iql_configs import TrainConfig, check_device, load_saved_config
 from train_lspc_iql import LSPC
 
 CHECKPOINTS = {"latest": "model.pt", "best_o": "model_best_o.pt", "best_s": "model_best_s.pt"}
@@ -62,18 +62,9 @@ class LoadedRun:
         self.env.close()
 
 
-def _check_device(device: str) -> None:
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise LSPCError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise LSPCError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
-
-
 def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> LoadedRun:
     """The run's model from its config.yaml and checkpoint, on ``device`` (a GPU checkpoint loads on a CPU)."""
-    _check_device(device)
+    check_device(device)
     config_path = os.path.join(path, "config.yaml")
     if not os.path.isfile(config_path):
         raise LSPCError(f"{path} is not a run directory: expected config.yaml and checkpoint/ written by "
@@ -92,8 +83,7 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
         raise LSPCError(f"{checkpoint_path} was trained on {state['config'].get('task')}, but the run directory is "
                         f"{cfg.task}: expected a checkpoint of {cfg.task}")
     env = make_env(cfg.task, cfg.episode_len)
-    agent = LSPC(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
-                 cfg, torch.device(device))
+    agent = LSPC.for_env(env, cfg, torch.device(device))
     try:
         agent.load_state_dict(state["model"])
     except KeyError as err:

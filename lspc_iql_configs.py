@@ -7,6 +7,7 @@ Field names follow the authors' release where it has one (its users' commands ke
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, List, Optional, Sequence
@@ -243,10 +244,15 @@ def validate(cfg: TrainConfig) -> None:
             raise LSPCError(f"{name} must be one of {list(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.inpaint_ranges is not None and any(len(r) != 4 for r in cfg.inpaint_ranges):
         raise LSPCError("inpaint_ranges must be a list of [cost_min, cost_max, reward_min, reward_max] fractions")
-    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise LSPCError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise LSPCError(f"device {cfg.device!r} was asked for but CUDA is not available; use --device cpu")
+    check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    """cpu, cuda or cuda:N, and CUDA only where there is one (``auto`` is resolved before this)."""
+    if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise LSPCError(f"--device must be cpu, cuda or cuda:N (training also takes auto), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LSPCError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
 
 
 def config_dict(cfg: TrainConfig) -> Dict[str, Any]:

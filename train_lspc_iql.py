@@ -195,6 +195,12 @@ class LSPC:
             for name in _OPTIMIZED
         }
 
+    @classmethod
+    def for_env(cls, env, cfg: TrainConfig, device: torch.device) -> "LSPC":
+        """Sized for ``env``'s observation and action spaces (max_action from the action bound)."""
+        return cls(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
+                   cfg, device)
+
     def _step(self, name: str, loss: torch.Tensor) -> None:
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
@@ -431,7 +437,7 @@ def train(cfg: TrainConfig) -> str:
     evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
     buffer = TransitionBuffer(data, device, cfg.seed, reward_scale=cfg.reward_scale,
                               bootstrap_on_timeout=cfg.bootstrap_on_timeout)
-    agent = LSPC(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]), cfg, device)
+    agent = LSPC.for_env(env, cfg, device)
     start_step, best, wandb_id = 0, {"o": None, "s": None}, None
     if cfg.resume is not None:
         checkpoint = load_checkpoint(os.path.join(checkpoint_dir, "model.pt"), device)

@@ -174,10 +174,17 @@ def reset_seeded(env: gym.Env, seed: int) -> np.ndarray:
     ``seed`` given to ``reset``, so that one is seeded as well; the caller's global numpy
     state is restored afterwards so evaluation never shifts the training random stream.
     """
-    saved = np.random.get_state()
-    try:
+    with numpy_state_kept():
         np.random.seed(seed)
         obs, _ = env.reset(seed=seed)
+    return obs
+
+
+@contextlib.contextmanager
+def numpy_state_kept() -> Iterator[None]:
+    """Restore numpy's global generator on exit, whatever the block drew from or seeded it with."""
+    saved = np.random.get_state()
+    try:
+        yield
     finally:
         np.random.set_state(saved)
-    return obs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lspc import LSPCError
-from lspc.envs import check_task, make_env
+from lspc.envs import check_task, make_env, numpy_state_kept
 
 # obs batch (n, obs_dim) float32 on the policy's device, generator -> actions (n, act_dim)
 BatchPolicy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -54,8 +54,7 @@ class SeededEpisodeEnv(gym.Wrapper):
         self.make, self.used = make, False
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[np.ndarray, dict]:
-        saved = np.random.get_state()
-        try:
+        with numpy_state_kept():
             if seed is not None:
                 if self.used:
                     self.env.close()
@@ -63,8 +62,6 @@ class SeededEpisodeEnv(gym.Wrapper):
                 self.used = True
                 np.random.seed(seed)
             return self.env.reset(seed=seed, options=options)
-        finally:
-            np.random.set_state(saved)
 
     def step(self, action: np.ndarray) -> Tuple[np.ndarray, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)

@@ -143,8 +143,8 @@ def main() -> None:
             plain.train(batch)
 
     rates = {"ours": [], "plain": []}
-    for name, fn in (("ours", ours_round), ("plain", plain_round)):  # warm-up
-        fn()
+    for warm_up in (ours_round, plain_round):
+        warm_up()
     for _ in range(args.rounds):
         for name, fn in (("ours", ours_round), ("plain", plain_round)):
             synchronize()
