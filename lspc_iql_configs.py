@@ -42,6 +42,7 @@ class TrainConfig:
     group: Optional[str] = None  # default: "<task>-cost-<cost_limit>" as in OSRL
     name: Optional[str] = None  # default: "lspc_iql-seed<seed>"
     device: str = "auto"  # auto = cuda when available, else cpu
+    compile: bool = False  # torch.compile the step's losses (CUDA graphs on CUDA); slower on CPU, see README
     wandb_mode: str = "offline"  # online | offline | disabled
     resume: Optional[str] = None  # a run directory to continue from its latest checkpoint
     # --- schedule

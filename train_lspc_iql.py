@@ -20,6 +20,7 @@ import copy
 import os
 import signal
 import sys
+import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pyrallis
@@ -52,17 +53,41 @@ def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
     return mlp([in_dim, hidden, hidden, out_dim], nn.ReLU)
 
 
+class EnsembleMLP(nn.Module):
+    """``members`` independent MLPs of the same shape, evaluated together: one batched matmul per
+    layer instead of one per member (fewer kernel launches on a GPU, the same FLOPs).
+    Each member is initialised like ``nn.Linear``. Output: [members, batch, out_dim]."""
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        sizes = [in_dim, hidden, hidden, out_dim]
+        self.members = members
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = fan_in ** -0.5
+            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.expand(self.members, *x.shape)  # every member reads the same input
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(bias, h, weight)
+            if layer < len(self.weights) - 1:
+                h = torch.relu(h)
+        return h
+
+
 class TwinQ(nn.Module):
-    """Two independent Q heads; reward critics combine them with min, cost critics with max."""
+    """Two independent Q heads as one ensemble; reward critics combine them with min, cost critics with max."""
 
     def __init__(self, state_dim: int, action_dim: int, hidden: int) -> None:
         super().__init__()
-        self.q1 = _mlp(state_dim + action_dim, 1, hidden)
-        self.q2 = _mlp(state_dim + action_dim, 1, hidden)
+        self.heads = EnsembleMLP(2, state_dim + action_dim, 1, hidden)
 
-    def both(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        sa = torch.cat([state, action], dim=-1)
-        return self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+    def both(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """[2, batch]: Q_1(s, a) and Q_2(s, a)."""
+        return self.heads(torch.cat([state, action], dim=-1)).squeeze(-1)
 
 
 class ValueFunction(nn.Module):
@@ -159,10 +184,12 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+def soft_update(targets: List[nn.Module], sources: List[nn.Module], tau: float) -> None:
+    """theta_target <- (1 - tau) theta_target + tau theta, for all pairs in one foreach kernel."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
+        target_params = [p for target in targets for p in target.parameters()]
+        source_params = [p for source in sources for p in source.parameters()]
+        torch._foreach_lerp_(target_params, source_params, tau)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +201,11 @@ METRIC_NAMES = (
     "cost_weight_clipped", "cost_weight_masked", "q_mean", "v_mean", "cost_q_mean", "cost_v_mean",
 )
 _MODULES = ("q", "q_target", "value", "cost_q", "cost_q_target", "cost_value", "cvae", "safety_encoder")
-_OPTIMIZED = ("q", "value", "cost_q", "cost_value", "cvae", "safety_encoder")
+# Losses (1)-(5) are all computed from the parameters as they were before the step, and each one's
+# gradient reaches only its own network, so one backward pass and one Adam over their union is the
+# same update as five separate steps (Adam is elementwise). The safety encoder (6) must wait for the
+# updated decoder, so it has its own.
+_OPTIMIZER_GROUPS = {"critics_cvae": ("q", "value", "cost_q", "cost_value", "cvae"), "safety_encoder": ("safety_encoder",)}
 
 
 class LSPC:
@@ -190,10 +221,19 @@ class LSPC:
         self.safety_encoder = LatentSafetyEncoder(state_dim, cfg.latent_dim, hidden).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.cost_q_target = copy.deepcopy(self.cost_q).requires_grad_(False)
+        # fused: one kernel per optimizer step instead of several per parameter tensor
         self.optimizers = {
-            name: torch.optim.Adam(getattr(self, name).parameters(), lr=cfg.learning_rate, fused=True)
-            for name in _OPTIMIZED
+            group: torch.optim.Adam([p for name in names for p in getattr(self, name).parameters()],
+                                    lr=cfg.learning_rate, fused=True)
+            for group, names in _OPTIMIZER_GROUPS.items()
         }
+        self._losses = self.critic_and_cvae_losses
+        self._safety_encoder_loss = self.safety_encoder_loss
+        if cfg.compile:
+            # on CUDA, "reduce-overhead" replays each graph (forward and backward) as a CUDA graph
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            self._losses = torch.compile(self._losses, mode=mode)
+            self._safety_encoder_loss = torch.compile(self._safety_encoder_loss, mode=mode)
 
     @classmethod
     def for_env(cls, env, cfg: TrainConfig, device: torch.device) -> "LSPC":
@@ -201,14 +241,8 @@ class LSPC:
         return cls(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
                    cfg, device)
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """One gradient step of every network (spec section 3). Returns detached 0-d tensors."""
+    def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Losses (1)-(5) of spec section 3, summed (see _OPTIMIZER_GROUPS), and the step's metrics."""
         cfg = self.cfg
         s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
         r, c, not_done = batch["rewards"], batch["costs"], 1.0 - batch["dones"]
@@ -224,25 +258,21 @@ class LSPC:
         v = self.value(s)
         reward_advantage = q_target - v
         value_loss = expectile_loss(reward_advantage, cfg.iql_tau)
-        self._step("value", value_loss)
 
-        # (2) reward Q: one-step TD towards r + gamma * V(s')
-        q1, q2 = self.q.both(s, a)
+        # (2) reward Q: one-step TD towards r + gamma * V(s'); the mean over both heads is (L_Q1 + L_Q2) / 2
+        q = self.q.both(s, a)
         td_target = r + cfg.discount * not_done * next_v
-        q_loss = 0.5 * (F.mse_loss(q1, td_target) + F.mse_loss(q2, td_target))
-        self._step("q", q_loss)
+        q_loss = F.mse_loss(q, td_target.expand_as(q))
 
         # (3) cost V: u = V_c - max(Q_c); over-shooting costs xi, so V_c settles at the lower
         # expectile of Q_c: the cost-to-go of the safest in-distribution actions
         cost_v = self.cost_value(s)
         cost_value_loss = expectile_loss(cost_v - cost_q_target, cfg.iql_tau)
-        self._step("cost_value", cost_value_loss)
 
         # (4) cost Q: c + gamma * V_c(s')
-        qc1, qc2 = self.cost_q.both(s, a)
+        qc = self.cost_q.both(s, a)
         cost_td_target = c + cfg.discount * not_done * next_cost_v
-        cost_q_loss = 0.5 * (F.mse_loss(qc1, cost_td_target) + F.mse_loss(qc2, cost_td_target))
-        self._step("cost_q", cost_q_loss)
+        cost_q_loss = F.mse_loss(qc, cost_td_target.expand_as(qc))
 
         # (5) CVAE: cost-advantage weighted ELBO (eq. 10 / 43); safer-than-average actions weigh more.
         # Squared error is the log-likelihood of a fixed-variance Gaussian decoder.
@@ -251,28 +281,48 @@ class LSPC:
         recon = (reconstruction - a).pow(2).sum(dim=-1)
         kl = gaussian_kl(mean, log_std, cfg.kl_reduction)
         cvae_loss = (w_cost * (recon + cfg.vae_beta * kl)).mean()
-        self._step("cvae", cvae_loss)
 
-        # (6) latent safety encoder: reward AWR in latent space through the frozen, just-updated
-        # decoder (eq. 14 / 44); only delta moves
-        w_reward = exp_weight(reward_advantage.detach(), cfg.beta_reward, cfg.max_weight)
+        total = value_loss + q_loss + cost_value_loss + cost_q_loss + cvae_loss
+        metrics = {
+            "value_loss": value_loss, "q_loss": q_loss, "cost_value_loss": cost_value_loss, "cost_q_loss": cost_q_loss,
+            "cvae_loss": cvae_loss, "cvae_recon": recon.mean(), "cvae_kl": kl.mean(),
+            "cost_weight_mean": w_cost.mean(), "cost_weight_clipped": (w_cost >= cfg.max_weight).float().mean(),
+            "cost_weight_masked": (w_cost == 0).float().mean(), "q_mean": q_target.mean(), "v_mean": v.mean(),
+            "cost_q_mean": cost_q_target.mean(), "cost_v_mean": cost_v.mean(),
+            "reward_advantage": reward_advantage.detach(),
+        }
+        return total, metrics
+
+    def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], reward_advantage: torch.Tensor
+                            ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """(6) latent safety encoder: reward AWR in latent space through the decoder (eq. 14 / 44)."""
+        cfg = self.cfg
+        s, a = batch["observations"], batch["actions"]
+        w_reward = exp_weight(reward_advantage, cfg.beta_reward, cfg.max_weight)
         z = self.safety_encoder.sample(s, cfg.max_latent_action)
+        decoded = self.cvae.decode(s, z)
+        loss = (w_reward * (decoded - a).pow(2).sum(dim=-1)).mean()
+        return loss, {"safety_encoder_loss": loss, "reward_weight_mean": w_reward.mean(),
+                      "reward_weight_clipped": (w_reward >= cfg.max_weight).float().mean()}
+
+    def _step(self, group: str, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers[group]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """One gradient step of every network (spec section 3). Returns detached 0-d tensors."""
+        total, metrics = self._losses(batch)
+        self._step("critics_cvae", total)
+        # the safety encoder learns through the just-updated decoder, frozen: only delta moves
         with frozen(self.cvae):
-            decoded = self.cvae.decode(s, z)
-        safety_encoder_loss = (w_reward * (decoded - a).pow(2).sum(dim=-1)).mean()
-        self._step("safety_encoder", safety_encoder_loss)
-
+            loss, encoder_metrics = self._safety_encoder_loss(batch, metrics.pop("reward_advantage"))
+            self._step("safety_encoder", loss)
         # (7) target critics
-        soft_update(self.q_target, self.q, cfg.tau)
-        soft_update(self.cost_q_target, self.cost_q, cfg.tau)
-
-        values = (
-            value_loss, q_loss, cost_value_loss, cost_q_loss, cvae_loss, recon.mean(), kl.mean(),
-            safety_encoder_loss, w_reward.mean(), (w_reward >= cfg.max_weight).float().mean(), w_cost.mean(),
-            (w_cost >= cfg.max_weight).float().mean(), (w_cost == 0).float().mean(), q_target.mean(), v.mean(),
-            cost_q_target.mean(), cost_v.mean(),
-        )
-        return {name: value.detach() for name, value in zip(METRIC_NAMES, values)}
+        soft_update([self.q_target, self.cost_q_target], [self.q, self.cost_q], self.cfg.tau)
+        metrics.update(encoder_metrics)
+        return {name: metrics[name].detach() for name in METRIC_NAMES}
 
     # -----------------------------------------------------------------------------------------
     # 4. The policies (spec section 4). Each maps an observation batch to an action batch and
@@ -363,6 +413,36 @@ class MetricsWindow:
         means = (self.sums / max(self.count, 1)).tolist()
         self.reset()
         return {f"train/{name}": value for name, value in zip(METRIC_NAMES, means)}
+
+
+class PhaseClock:
+    """Wall time spent training and evaluating (evaluation includes writing its checkpoints).
+    It waits for the device only when the phase changes, at evaluation points, never per step."""
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self.device = device
+        self.total = {"train": 0.0, "eval": 0.0}
+        self.since_log = {"train": 0.0, "eval": 0.0}
+        self.phase, self.started, self.logged_step = "train", time.perf_counter(), step
+
+    def switch(self, phase: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        for seconds in (self.total, self.since_log):
+            seconds[self.phase] += now - self.started
+        self.phase, self.started = phase, now
+
+    def entries(self, step: int) -> Dict[str, float]:
+        """Training steps per second and evaluation seconds since the last call; the evaluation share
+        of this process's wall time so far."""
+        self.switch(self.phase)
+        entries = {"time/train_steps_per_s": (step - self.logged_step) / max(self.since_log["train"], 1e-9),
+                   "time/eval_s": self.since_log["eval"],
+                   "time/eval_share": self.total["eval"] / max(sum(self.total.values()), 1e-9)}
+        self.since_log = {"train": 0.0, "eval": 0.0}
+        self.logged_step = step
+        return entries
 
 
 class StopRequest:
@@ -461,6 +541,7 @@ def train(cfg: TrainConfig) -> str:
                 "best": best, "config": config_dict(cfg), "wandb_id": logger.wandb_id}
 
     window = MetricsWindow(device)
+    clock = PhaseClock(device, start_step)
     bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
                desc=cfg.task, mininterval=2.0, dynamic_ncols=True)
     try:
@@ -472,8 +553,9 @@ def train(cfg: TrainConfig) -> str:
                     logger.log(step, window.means())
                 if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
                     window.check_finite()  # never evaluate or save a diverged model
+                    clock.switch("eval")
                     scores = evaluate_policies(agent, evaluator, env, cfg)
-                    logger.log(step, eval_log_entries(scores))
+                    logger.log(step, {**eval_log_entries(scores), **clock.entries(step)})
                     bar.set_postfix({f"{k}_{m}": round(scores[k][f"normalized_{m}"], 3)
                                      for k in ("o", "s") for m in ("reward", "cost")})
                     improved = {key: better_than(scores[key], best[key]) for key in best}
@@ -485,6 +567,7 @@ def train(cfg: TrainConfig) -> str:
                     for key in best:
                         if improved[key]:
                             save_checkpoint(os.path.join(checkpoint_dir, f"model_best_{key}.pt"), payload)
+                    clock.switch("train")
                 if stop.signum is not None:
                     window.check_finite()
                     save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))

@@ -27,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from lspc.envs import make_env  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
-from train_lspc_iql import LSPC, MetricsWindow  # noqa: E402
+from train_lspc_iql import LSPC, METRIC_NAMES, MetricsWindow  # noqa: E402
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
@@ -36,7 +36,10 @@ def mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
 
 
 class PlainStep:
-    """The reference: spec section 3 written the obvious way."""
+    """The reference: spec section 3 written the obvious way. Every network is its own module with
+    its own Adam (PyTorch's default implementation), each loss has its own backward pass, the
+    safety-encoder loss also back-propagates into the decoder's weights (which are then not
+    stepped), and the logged values are pulled to the host every step."""
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, cfg: TrainConfig, device: torch.device):
         h, z = cfg.hidden_dim, cfg.latent_dim
@@ -51,6 +54,22 @@ class PlainStep:
             net.to(device)
         self.targets = {k: copy.deepcopy(self.nets[k]) for k in ("q1", "q2", "qc1", "qc2")}
         self.opts = {k: torch.optim.Adam(net.parameters(), lr=cfg.learning_rate) for k, net in self.nets.items()}
+
+    def load_from(self, agent: LSPC) -> None:
+        """Copy ``agent``'s parameters (its twin-critic ensembles split into separate networks)."""
+        twins = {"q": agent.q, "qc": agent.cost_q}
+        targets = {"q": agent.q_target, "qc": agent.cost_q_target}
+        with torch.no_grad():
+            for prefix in twins:
+                for head in (0, 1):
+                    for source, net in ((twins[prefix], self.nets), (targets[prefix], self.targets)):
+                        linears = [m for m in net[f"{prefix}{head + 1}"] if isinstance(m, nn.Linear)]
+                        for linear, weight, bias in zip(linears, source.heads.weights, source.heads.biases):
+                            linear.weight.copy_(weight[head].T)
+                            linear.bias.copy_(bias[head, 0])
+            for name, module in (("v", agent.value.v), ("vc", agent.cost_value.v), ("enc", agent.cvae.encoder),
+                                 ("dec", agent.cvae.decoder), ("delta", agent.safety_encoder.net)):
+                self.nets[name].load_state_dict(module.state_dict())
 
     def _update(self, names, loss):
         for n in names:
@@ -82,12 +101,15 @@ class PlainStep:
         qc_loss = 0.5 * (F.mse_loss(n["qc1"](sa).squeeze(-1), c_target) + F.mse_loss(n["qc2"](sa).squeeze(-1), c_target))
         self._update(["qc1", "qc2"], qc_loss)
         w_c = torch.exp(cfg.beta_cost * (vc.detach() - qc_t)).clamp(max=cfg.max_weight)
+        unsafe = (vc.detach() > cfg.safe_qc_vc_threshold) | (qc_t > cfg.safe_qc_vc_threshold)
+        w_c = torch.where(unsafe, torch.zeros_like(w_c), w_c)
         mean, log_std = n["enc"](sa).chunk(2, -1)
         log_std = log_std.clamp(-4, 15)
         zs = mean + log_std.exp() * torch.randn_like(mean)
         recon = self.max_action * torch.tanh(n["dec"](torch.cat([s, zs], 1)))
+        recon_err = ((recon - a) ** 2).sum(-1)
         kl = (0.5 * (mean ** 2 + (2 * log_std).exp() - 1) - log_std).mean(-1)
-        vae_loss = (w_c * ((recon - a) ** 2).sum(-1) + cfg.vae_beta * w_c * kl).mean()
+        vae_loss = (w_c * recon_err + cfg.vae_beta * w_c * kl).mean()
         self._update(["enc", "dec"], vae_loss)
         w_r = torch.exp(cfg.beta_reward * u.detach()).clamp(max=cfg.max_weight)
         d_mean, d_log_std = n["delta"](s).chunk(2, -1)
@@ -99,8 +121,10 @@ class PlainStep:
             for k in t:
                 for tp, p in zip(t[k].parameters(), n[k].parameters()):
                     tp.mul_(1 - cfg.tau).add_(cfg.tau * p)
-        return {k: v.item() for k, v in (("v", v_loss), ("q", q_loss), ("vc", vc_loss), ("qc", qc_loss),
-                                          ("vae", vae_loss), ("enc", enc_loss))}
+        logged = (v_loss, q_loss, vc_loss, qc_loss, vae_loss, recon_err.mean(), kl.mean(), enc_loss, w_r.mean(),
+                  (w_r >= cfg.max_weight).float().mean(), w_c.mean(), (w_c >= cfg.max_weight).float().mean(),
+                  (w_c == 0).float().mean(), q_t.mean(), v.mean(), qc_t.mean(), vc.mean())
+        return {name: value.item() for name, value in zip(METRIC_NAMES, logged)}
 
 
 def random_batches(count: int, cfg: TrainConfig, state_dim: int, action_dim: int, device: torch.device):
@@ -119,13 +143,18 @@ def main() -> None:
     parser.add_argument("--task", default="OfflineBallRun-v0")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="steps per round")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="our step with torch.compile (TrainConfig.compile)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     env = make_env(args.task)
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    cfg = TrainConfig(task=args.task, **TASK_OVERRIDES[args.task])
+    cfg = TrainConfig(task=args.task, **TASK_OVERRIDES[args.task], compile=args.compile)
     torch.manual_seed(0)
     ours, plain = LSPC(state_dim, action_dim, 1.0, cfg, device), PlainStep(state_dim, action_dim, 1.0, cfg, device)
+    plain.load_from(ours)
     window = MetricsWindow(device)
     batches = random_batches(args.steps, cfg, state_dim, action_dim, device)
 
@@ -153,7 +182,7 @@ def main() -> None:
             synchronize()
             rates[name].append(args.steps / (time.perf_counter() - start))
     ours_rate, plain_rate = statistics.median(rates["ours"]), statistics.median(rates["plain"])
-    print(json.dumps({"task": args.task, "device": str(device), "threads": torch.get_num_threads(),
+    print(json.dumps({"task": args.task, "device": str(device), "threads": torch.get_num_threads(), "compile": args.compile,
                       "torch": torch.__version__, "batch_size": cfg.batch_size,
                       "ours_it_per_s": round(ours_rate, 2), "plain_it_per_s": round(plain_rate, 2),
                       "ratio": round(ours_rate / plain_rate, 3)}))

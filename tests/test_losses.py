@@ -19,6 +19,7 @@ from lspc.evaluation import better_than  # noqa: E402
 from lspc_iql_configs import TrainConfig  # noqa: E402
 from train_lspc_iql import (  # noqa: E402
     LSPC,
+    TwinQ,
     cost_weights,
     exp_weight,
     expectile_loss,
@@ -60,6 +61,13 @@ def set_constant(seq: nn.Sequential, bias) -> None:
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(torch.as_tensor(bias, dtype=torch.float32).expand_as(last.bias))
+
+
+def set_head_constant(twin: TwinQ, head: int, value: float) -> None:
+    """Make one head of a twin critic output a constant: zero its last layer's weights, set its bias."""
+    with torch.no_grad():
+        twin.heads.weights[-1][head].zero_()
+        twin.heads.biases[-1][head].fill_(value)
 
 
 def approx(x, rel=1e-5, abs=1e-6):
@@ -106,8 +114,8 @@ def test_cost_value_sign_convention_with_expectile_loss():
 def test_train_cost_value_loss_is_vc_minus_qc(vc, qc_heads, expected_loss):
     agent = make_agent()
     set_constant(agent.cost_value.v, vc)
-    set_constant(agent.cost_q_target.q1, qc_heads[0])
-    set_constant(agent.cost_q_target.q2, qc_heads[1])
+    set_head_constant(agent.cost_q_target, 0, qc_heads[0])
+    set_head_constant(agent.cost_q_target, 1, qc_heads[1])
     metrics = agent.train(make_batch())
     assert metrics["cost_value_loss"].item() == approx(expected_loss)
 
@@ -183,10 +191,10 @@ def test_cost_weights_clip():
 @pytest.mark.parametrize("cost_heads", [(2.0, -1.0), (-1.0, 2.0)])
 def test_twin_critics_min_for_reward_max_for_cost(reward_heads, cost_heads):
     agent = make_agent()
-    set_constant(agent.q_target.q1, reward_heads[0])
-    set_constant(agent.q_target.q2, reward_heads[1])
-    set_constant(agent.cost_q_target.q1, cost_heads[0])
-    set_constant(agent.cost_q_target.q2, cost_heads[1])
+    set_head_constant(agent.q_target, 0, reward_heads[0])
+    set_head_constant(agent.q_target, 1, reward_heads[1])
+    set_head_constant(agent.cost_q_target, 0, cost_heads[0])
+    set_head_constant(agent.cost_q_target, 1, cost_heads[1])
     metrics = agent.train(make_batch())
     assert metrics["q_mean"].item() == approx(3.0)  # min(3, 5)
     assert metrics["cost_q_mean"].item() == approx(2.0)  # max(2, -1)
@@ -194,11 +202,11 @@ def test_twin_critics_min_for_reward_max_for_cost(reward_heads, cost_heads):
 
 def test_cost_target_and_next_cost_value_clamped_at_zero():
     agent = make_agent()
-    set_constant(agent.cost_q_target.q1, -1.0)
-    set_constant(agent.cost_q_target.q2, -2.0)
+    set_head_constant(agent.cost_q_target, 0, -1.0)
+    set_head_constant(agent.cost_q_target, 1, -2.0)
     set_constant(agent.cost_value.v, -0.5)
-    set_constant(agent.cost_q.q1, 0.5)
-    set_constant(agent.cost_q.q2, 0.5)
+    set_head_constant(agent.cost_q, 0, 0.5)
+    set_head_constant(agent.cost_q, 1, 0.5)
     metrics = agent.train(make_batch(costs=0.5, dones=0.0))
     # max(-1, -2) = -1, clamped to 0
     assert metrics["cost_q_mean"].item() == 0.0
@@ -213,16 +221,16 @@ def test_cost_target_and_next_cost_value_clamped_at_zero():
 
 def test_train_metrics_hand_computed():
     agent = make_agent()
-    set_constant(agent.q_target.q1, 3.0)
-    set_constant(agent.q_target.q2, 5.0)
+    set_head_constant(agent.q_target, 0, 3.0)
+    set_head_constant(agent.q_target, 1, 5.0)
     set_constant(agent.value.v, 1.0)
-    set_constant(agent.q.q1, 3.0)
-    set_constant(agent.q.q2, 5.0)
-    set_constant(agent.cost_q_target.q1, 2.0)
-    set_constant(agent.cost_q_target.q2, -1.0)
+    set_head_constant(agent.q, 0, 3.0)
+    set_head_constant(agent.q, 1, 5.0)
+    set_head_constant(agent.cost_q_target, 0, 2.0)
+    set_head_constant(agent.cost_q_target, 1, -1.0)
     set_constant(agent.cost_value.v, 0.5)
-    set_constant(agent.cost_q.q1, 1.0)
-    set_constant(agent.cost_q.q2, 0.0)
+    set_head_constant(agent.cost_q, 0, 1.0)
+    set_head_constant(agent.cost_q, 1, 0.0)
     batch = make_batch(rewards=1.0, costs=0.5)
     batch["dones"] = torch.tensor([0.0, 1.0] * 4)
     m = agent.train(batch)
@@ -255,8 +263,8 @@ def test_train_metrics_hand_computed():
 
 def test_train_safety_mask_zeroes_cvae_loss():
     agent = make_agent(safe_qc_vc_threshold=1.0)
-    set_constant(agent.cost_q_target.q1, 2.0)  # Qc = 2 > 1 everywhere
-    set_constant(agent.cost_q_target.q2, 0.0)
+    set_head_constant(agent.cost_q_target, 0, 2.0)  # Qc = 2 > 1 everywhere
+    set_head_constant(agent.cost_q_target, 1, 0.0)
     set_constant(agent.cost_value.v, 0.5)
     m = agent.train(make_batch())
     assert m["cost_weight_masked"].item() == 1.0
@@ -281,7 +289,7 @@ def test_decoder_frozen_in_safety_encoder_step():
     cvae_params = list(agent.cvae.parameters())
     record = {}
 
-    cvae_opt = agent.optimizers["cvae"]
+    cvae_opt = agent.optimizers["critics_cvae"]
     real_cvae_step = cvae_opt.step
 
     def cvae_step(*args, **kwargs):

@@ -1,0 +1,125 @@
+"""The trainer's fast step (twin-critic ensembles, one backward and one fused Adam for losses 1-5,
+foreach target update) against the plain step of scripts/bench_train.py: the same parameters after
+several steps from the same initialisation, batches and noise."""
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_train import PlainStep, random_batches  # noqa: E402
+from lspc_iql_configs import TrainConfig  # noqa: E402
+from train_lspc_iql import LSPC  # noqa: E402
+
+STATE_DIM, ACTION_DIM = 6, 2
+
+
+def plain_parameters(plain: PlainStep) -> dict:
+    """The plain step's parameters in the agent's layout (ensembles stacked), to compare one to one."""
+    def stacked(nets, prefix):
+        linears = [[m for m in nets[f"{prefix}{head}"] if isinstance(m, torch.nn.Linear)] for head in (1, 2)]
+        weights = [torch.stack([head[i].weight.T for head in linears]) for i in range(3)]
+        biases = [torch.stack([head[i].bias[None] for head in linears]) for i in range(3)]
+        return weights + biases
+
+    params = {"q": stacked(plain.nets, "q"), "cost_q": stacked(plain.nets, "qc"),
+              "q_target": stacked(plain.targets, "q"), "cost_q_target": stacked(plain.targets, "qc")}
+    for name, key in (("value", "v"), ("cost_value", "vc"), ("safety_encoder", "delta")):
+        params[name] = list(plain.nets[key].parameters())
+    params["cvae"] = list(plain.nets["enc"].parameters()) + list(plain.nets["dec"].parameters())
+    return params
+
+
+def agent_parameters(agent: LSPC) -> dict:
+    def ensemble(twin):
+        return list(twin.heads.weights) + list(twin.heads.biases)
+
+    params = {name: ensemble(getattr(agent, name)) for name in ("q", "cost_q", "q_target", "cost_q_target")}
+    for name in ("value", "cost_value", "safety_encoder", "cvae"):
+        params[name] = list(getattr(agent, name).parameters())
+    return params
+
+
+def run_both(steps: int, **overrides):
+    cfg = TrainConfig(hidden_dim=64, latent_dim=8, batch_size=256, learning_rate=1e-3, tau=0.05, **overrides)
+    torch.manual_seed(0)
+    agent = LSPC(STATE_DIM, ACTION_DIM, 1.0, cfg, torch.device("cpu"))
+    plain = PlainStep(STATE_DIM, ACTION_DIM, 1.0, cfg, torch.device("cpu"))
+    plain.load_from(agent)
+    start = {name: [p.detach().clone() for p in params] for name, params in agent_parameters(agent).items()}
+    for name, params in plain_parameters(plain).items():
+        for ours, theirs in zip(start[name], params):
+            assert torch.equal(ours, theirs), name  # load_from copies exactly
+    metrics = []
+    for i, batch in enumerate(random_batches(steps, cfg, STATE_DIM, ACTION_DIM, torch.device("cpu"))):
+        torch.manual_seed(100 + i)  # the same CVAE and latent-encoder noise for both
+        ours = {k: v.item() for k, v in agent.train(batch).items()}
+        torch.manual_seed(100 + i)
+        metrics.append((ours, plain.train(batch)))
+    return agent, plain, start, metrics
+
+
+@pytest.mark.parametrize("overrides", [{}, {"safe_qc_vc_threshold": 0.05, "beta_cost": 4.0}])
+def test_fast_step_matches_plain_step(overrides):
+    agent, plain, start, metrics = run_both(steps=6, **overrides)
+    theirs = plain_parameters(plain)
+    for name, params in agent_parameters(agent).items():
+        for i, (ours, reference, before) in enumerate(zip(params, theirs[name], start[name])):
+            assert (ours - before).abs().max() > 1e-4, f"{name}[{i}] did not move"
+            assert torch.allclose(ours, reference, rtol=0, atol=1e-5), \
+                f"{name}[{i}] differs by {(ours - reference).abs().max().item():.2e}"
+    for ours, reference in metrics:  # every logged value agrees too, step by step
+        for key, value in reference.items():
+            assert ours[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    if overrides:  # the safety mask was active in this batch set, so it is compared, not skipped
+        assert any(0 < ours["cost_weight_masked"] < 1 for ours, _ in metrics)
+
+
+def test_a_changed_loss_is_detected():
+    """The comparison can fail: a plain step with another expectile drifts beyond the tolerance."""
+    cfg = TrainConfig(hidden_dim=64, latent_dim=8, batch_size=256, learning_rate=1e-3)
+    torch.manual_seed(0)
+    agent = LSPC(STATE_DIM, ACTION_DIM, 1.0, cfg, torch.device("cpu"))
+    plain = PlainStep(STATE_DIM, ACTION_DIM, 1.0, TrainConfig(**{**cfg.__dict__, "iql_tau": 0.69}), torch.device("cpu"))
+    plain.load_from(agent)
+    for i, batch in enumerate(random_batches(3, cfg, STATE_DIM, ACTION_DIM, torch.device("cpu"))):
+        torch.manual_seed(i)
+        agent.train(batch)
+        torch.manual_seed(i)
+        plain.train(batch)
+    value_ours = agent_parameters(agent)["value"]
+    value_plain = plain_parameters(plain)["value"]
+    assert max((a - b).abs().max().item() for a, b in zip(value_ours, value_plain)) > 1e-5
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_step_matches_eager(monkeypatch):
+    """--compile (the CUDA-graph path on a GPU) compiles here on the CPU and gives the eager step's
+    parameters. Inductor draws its own random numbers unless told to fall back to eager's."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    cfg = TrainConfig(hidden_dim=32, latent_dim=4, batch_size=64, tau=0.05, learning_rate=1e-3)
+    agents = []
+    for compile_step in (False, True):
+        torch.manual_seed(0)
+        agents.append(LSPC(STATE_DIM, ACTION_DIM, 1.0, dataclasses.replace(cfg, compile=compile_step),
+                           torch.device("cpu")))
+    eager, compiled = agents
+    for i, batch in enumerate(random_batches(3, cfg, STATE_DIM, ACTION_DIM, torch.device("cpu"))):
+        torch.manual_seed(i)
+        eager_metrics = eager.train(batch)
+        torch.manual_seed(i)
+        compiled_metrics = compiled.train(batch)
+        for key, value in eager_metrics.items():
+            assert compiled_metrics[key].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-5), key
+    for name, params in agent_parameters(eager).items():
+        for ours, reference in zip(agent_parameters(compiled)[name], params):
+            assert torch.allclose(ours, reference, rtol=0, atol=1e-5), name
