@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import signal
 import sys
@@ -50,7 +51,9 @@ SAFETY_ENCODER_LOG_STD = (-10.0, 2.0)  # latent safety encoder mu_delta
 # 1. Networks (spec section 2: width 256, ReLU, two hidden layers)
 # ---------------------------------------------------------------------------------------------
 def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
-    return mlp([in_dim, hidden, hidden, out_dim], nn.ReLU)
+    # in-place ReLU: a linear layer's backward does not need its output, and on the CPU skipping
+    # the extra activation buffer measured about 7% faster steps (scripts/bench_train.py)
+    return mlp([in_dim, hidden, hidden, out_dim], functools.partial(nn.ReLU, inplace=True))
 
 
 class EnsembleMLP(nn.Module):
@@ -74,7 +77,7 @@ class EnsembleMLP(nn.Module):
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(bias, h, weight)
             if layer < len(self.weights) - 1:
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place, as in _mlp
         return h
 
 
