@@ -1,9 +1,12 @@
-"""Evaluate a trained LSPC run the way DSRL's tables are made (spec section 7).
+"""Evaluate a trained LSPC or baseline run the way DSRL's tables are made (spec section 7).
 
-    python eval_lspc.py --path logs/OfflineBallRun-v0-cost-10/lspc_iql-seed0 [--checkpoint latest|best_o|best_s]
+    python eval_lspc.py logs/OfflineBallRun-v0-cost-10/lspc_iql-seed0 [--checkpoint latest|best_o|best_s]
         [--policies lspc-o lspc-s cvae] [--cost_limits 10 20 40] [--eval_episodes 20] [--seed 0] [--device cpu]
         [--vector sync|async|lockstep] [--eps_s 0.1 0.25 0.5 1.0] [--eps_o 0.1 0.25 0.5 1.0] [--state_step N]
         [--no_figures]
+    python eval_lspc.py logs/OfflineBallRun-v0-cost-10/cpq-seed0 [--checkpoint latest|best] [--cost_limits 10] ...
+
+(``--path RUN_DIR`` works as well as the positional run directory.)
 
 Rebuilds the model from the run directory's config.yaml and checkpoint, runs seeded episodes of
 each policy once, and scores them at every cost threshold of the task's suite (LSPC ignores the
@@ -11,6 +14,14 @@ threshold during training). --eps_s / --eps_o evaluate LSPC-S / LSPC-O again wit
 restriction values, without retraining. Writes into <run>/eval/: results.json, results.md,
 training_curves.png (from metrics.jsonl), action_space.png (2-D action tasks) and tradeoff.png
 (with a sweep). Nothing else in the run directory is touched.
+
+A baseline run of scripts/train_baseline.py (its config.yaml has an ``algo`` key; an LSPC run's has
+none) is scored the same way, on the same seeded episodes, as the one policy ``<algo>``; results.json
+then also holds ``algo`` and the ``cost_limit`` it was trained with. BC-All is scored at every
+threshold of the suite like LSPC; BC-Safe, CPQ, BCQ-Lag and COptiDICE were trained against their
+run's cost limit, so they are scored there only and other --cost_limits are refused (their score
+at another threshold would mean nothing). LSPC's options (--policies, --eps_s/--eps_o, --state_step,
+checkpoints best_o/best_s) are refused for them, and no figures are drawn (they show LSPC's policies).
 """
 from __future__ import annotations
 
@@ -21,13 +32,15 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 
 from lspc import LSPCError
+from lspc.baselines import PER_THRESHOLD, Baseline, BaselineConfig, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import cost_limits, make_env
 from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
@@ -37,6 +50,7 @@ from lspc_iql_configs import TrainConfig, check_device, load_saved_config
 from train_lspc_iql import LSPC
 
 CHECKPOINTS = {"latest": "model.pt", "best_o": "model_best_o.pt", "best_s": "model_best_s.pt"}
+BASELINE_CHECKPOINTS = {"latest": "model.pt", "best": "model_best.pt"}
 POLICIES = {"lspc-o": "act_lspc_o", "lspc-s": "act_lspc_s", "cvae": "act_cvae"}
 # the config field each policy reads its restriction eps from, at act time
 SWEEP_FIELDS = {"lspc-s": "vae_clamper", "lspc-o": "max_latent_action"}
@@ -53,13 +67,28 @@ SWEEP_NOTES = {
 class LoadedRun:
     path: str
     checkpoint: str
-    cfg: TrainConfig
-    agent: LSPC
+    cfg: Union[TrainConfig, BaselineConfig]
+    agent: Union[LSPC, Baseline]
     step: int
     env: gym.Env  # the task's env: its spaces and dsrl's normalization
 
+    @property
+    def algo(self) -> Optional[str]:
+        """The baseline's name, None for an LSPC run."""
+        return self.cfg.algo if isinstance(self.cfg, BaselineConfig) else None
+
     def close(self) -> None:
         self.env.close()
+
+
+def run_algo(config_path: str) -> Optional[str]:
+    """config.yaml's ``algo``: a baseline's name, or None for an LSPC run (its config has no such key)."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as err:
+        raise LSPCError(f"could not read the run config {config_path}: {err}") from None
+    return content.get("algo") if isinstance(content, dict) else None
 
 
 def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> LoadedRun:
@@ -68,22 +97,32 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
     config_path = os.path.join(path, "config.yaml")
     if not os.path.isfile(config_path):
         raise LSPCError(f"{path} is not a run directory: expected config.yaml and checkpoint/ written by "
-                        "train_lspc_iql.py")
-    cfg = dataclasses.replace(load_saved_config(config_path), device=device)
-    checkpoint_path = os.path.join(path, "checkpoint", CHECKPOINTS[checkpoint])
+                        "train_lspc_iql.py or scripts/train_baseline.py")
+    algo = run_algo(config_path)
+    if algo is None:
+        cfg, checkpoints, kind, writer = load_saved_config(config_path), CHECKPOINTS, "an LSPC", "train_lspc_iql.py"
+    else:
+        cfg, checkpoints, kind, writer = (load_baseline_config(config_path), BASELINE_CHECKPOINTS, f"a {algo}",
+                                          "scripts/train_baseline.py")
+    cfg = dataclasses.replace(cfg, device=device)
+    if checkpoint not in checkpoints:
+        raise LSPCError(f"{path} is {kind} run: --checkpoint must be one of {list(checkpoints)}, got {checkpoint!r}")
+    checkpoint_path = os.path.join(path, "checkpoint", checkpoints[checkpoint])
     if not os.path.isfile(checkpoint_path):
-        present = [name for name, file in CHECKPOINTS.items() if os.path.isfile(os.path.join(path, "checkpoint", file))]
+        present = [name for name, file in checkpoints.items() if os.path.isfile(os.path.join(path, "checkpoint", file))]
         has = f"it has {', '.join(present)}" if present else "it has no checkpoint yet"
-        raise LSPCError(f"no {checkpoint} checkpoint in {path}: expected checkpoint/{CHECKPOINTS[checkpoint]}; {has}")
+        raise LSPCError(f"no {checkpoint} checkpoint in {path}: expected checkpoint/{checkpoints[checkpoint]}; {has}")
     state = load_checkpoint(checkpoint_path, device)
     if not (isinstance(state, dict) and {"model", "step"} <= set(state) and isinstance(state.get("config"), dict)):
-        raise LSPCError(f"{checkpoint_path} is not an LSPC checkpoint: expected the model, config and step that "
-                        "train_lspc_iql.py saves")
-    if state["config"].get("task") != cfg.task:
-        raise LSPCError(f"{checkpoint_path} was trained on {state['config'].get('task')}, but the run directory is "
-                        f"{cfg.task}: expected a checkpoint of {cfg.task}")
+        raise LSPCError(f"{checkpoint_path} is not {kind} checkpoint: expected the model, config and step that "
+                        f"{writer} saves")
+    for key in ("task", "algo"):  # an LSPC run has no algo: its config and checkpoint both lack it
+        saved, expected = state["config"].get(key), getattr(cfg, key, None)
+        if saved != expected:
+            raise LSPCError(f"{checkpoint_path} was trained on {saved}, but the run directory is {expected}: "
+                            f"expected a checkpoint of {expected}")
     env = make_env(cfg.task, cfg.episode_len)
-    agent = LSPC.for_env(env, cfg, torch.device(device))
+    agent = LSPC.for_env(env, cfg, torch.device(device)) if algo is None else Baseline(cfg, env, torch.device(device))
     try:
         agent.load_state_dict(state["model"])
     except KeyError as err:
@@ -124,19 +163,64 @@ def _check_arguments(policies: Sequence[str], thresholds: Sequence[float], eval_
             raise LSPCError(f"restriction values (--eps_s, --eps_o) must be positive, got {list(values)}")
 
 
+def _evaluator(run: LoadedRun, vector: Optional[str], eval_episodes: int) -> Evaluator:
+    return Evaluator(run.cfg.task, run.cfg.episode_len, eval_episodes,
+                     choose_vector(run.cfg.task, vector, eval_episodes, in_process="sync"))
+
+
+def _results_header(run: LoadedRun, seed: int, eval_episodes: int, thresholds: List[float]) -> Dict:
+    cfg = run.cfg
+    return {"task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
+            "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds,
+            "device": cfg.device}
+
+
+def baseline_thresholds(cfg: BaselineConfig, thresholds: Optional[Sequence[float]]) -> List[float]:
+    """BC-All, which never sees a threshold, at the suite's (or the given) ones; an algorithm trained
+    against its run's cost limit at that one only."""
+    if cfg.algo not in PER_THRESHOLD:
+        return [float(kappa) for kappa in (thresholds or cost_limits(cfg.task))]
+    if thresholds and [float(kappa) for kappa in thresholds] != [cfg.cost_limit]:
+        raise LSPCError(f"{cfg.algo} was trained for cost limit {cfg.cost_limit:g}, so its score at "
+                        f"--cost_limits {' '.join(f'{k:g}' for k in thresholds)} would mean nothing: train one "
+                        f"{cfg.algo} run per threshold and leave out --cost_limits")
+    return [float(cfg.cost_limit)]
+
+
+def evaluate_baseline(run: LoadedRun, thresholds: Optional[Sequence[float]] = None, eval_episodes: int = 20,
+                      seed: int = 0, vector: Optional[str] = None) -> Dict:
+    """A baseline's policy over the seeded episodes LSPC is scored on, at ``baseline_thresholds``."""
+    thresholds = baseline_thresholds(run.cfg, thresholds)
+    _check_arguments([], thresholds, eval_episodes, seed, {})
+    evaluator = _evaluator(run, vector, eval_episodes)
+    try:
+        episodes = evaluator.run(run.agent.act, episode_seeds(seed, eval_episodes), seed, run.agent.device)
+    finally:
+        evaluator.close()
+    return {**_results_header(run, seed, eval_episodes, thresholds), "algo": run.algo, "cost_limit": run.cfg.cost_limit,
+            "policies": {run.algo: score_at_thresholds(run.env, episodes, thresholds)}}
+
+
 def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, thresholds: Optional[Sequence[float]] = None,
              eval_episodes: int = 20, seed: int = 0, vector: Optional[str] = None, eps_s: Sequence[float] = (),
              eps_o: Sequence[float] = ()) -> Dict:
     """Every policy once over the same seeded episodes, scored at every threshold; then the
     restriction sweeps, on the same episodes and policy noise (common random numbers).
-    ``vector`` None: sync, or async for MetaDrive (one env per process); every mode gives the same numbers."""
+    ``vector`` None: sync, or async for MetaDrive (one env per process); every mode gives the same numbers.
+    A baseline run goes to ``evaluate_baseline``; LSPC's options are refused for it."""
+    if run.algo is not None:
+        lspc_options = [flag for flag, value in (("--policies", policies), ("--eps_s", eps_s), ("--eps_o", eps_o))
+                        if value]
+        if lspc_options:
+            raise LSPCError(f"only LSPC runs take {' and '.join(lspc_options)}; {run.path} is a {run.algo} run "
+                            f"(one policy, {run.algo})")
+        return evaluate_baseline(run, thresholds, eval_episodes, seed, vector)
     policies = list(policies or POLICIES)
     thresholds = [float(kappa) for kappa in (thresholds or cost_limits(run.cfg.task))]
     sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
     _check_arguments(policies, thresholds, eval_episodes, seed, sweeps)
     seeds = episode_seeds(seed, eval_episodes)
-    evaluator = Evaluator(run.cfg.task, run.cfg.episode_len, eval_episodes,
-                          choose_vector(run.cfg.task, vector, eval_episodes, in_process="sync"))
+    evaluator = _evaluator(run, vector, eval_episodes)
 
     def score(policy: str, **overrides) -> Dict:
         with acting_with(run.agent, **overrides):
@@ -145,8 +229,7 @@ def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, threshold
 
     cfg = run.cfg
     results = {
-        "task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
-        "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds, "device": cfg.device,
+        **_results_header(run, seed, eval_episodes, thresholds),
         "restriction": {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
                         "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling},
     }
@@ -196,11 +279,14 @@ def _table(first_column: str, rows: Dict[str, Dict], thresholds: Sequence[str]) 
 
 def markdown_table(results: Dict) -> str:
     thresholds = [f"{kappa:g}" for kappa in results["thresholds"]]
-    restriction = results["restriction"]
+    if "algo" in results:  # a baseline run
+        settings = f"{results['algo']} trained at cost limit {results['cost_limit']:g}"
+    else:
+        restriction = results["restriction"]
+        settings = (f"eps_S = {restriction['eps_s']:g} ({restriction['lspc_s_sampling']}), "
+                    f"eps_O = {restriction['eps_o']:g} ({restriction['lspc_o_sampling']})")
     lines = [f"{results['task']}, checkpoint {results['checkpoint']} (step {results['step']}), "
-             f"{results['episodes']} episodes, seed {results['seed']}; "
-             f"eps_S = {restriction['eps_s']:g} ({restriction['lspc_s_sampling']}), "
-             f"eps_O = {restriction['eps_o']:g} ({restriction['lspc_o_sampling']}); mean ± std over episodes", ""]
+             f"{results['episodes']} episodes, seed {results['seed']}; {settings}; mean ± std over episodes", ""]
     lines += _table("policy", results["policies"], thresholds)
     for policy, sweep in results.get("sweep", {}).items():
         rows = {f"{p['eps']:g}" + (" (trained)" if np.isclose(p["eps"], sweep["trained_eps"]) else ""): p
@@ -276,11 +362,16 @@ def write_figures(run: LoadedRun, results: Dict, out_dir: str, state_step: int) 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--path", required=True, help="a run directory written by train_lspc_iql.py")
-    parser.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="latest")
-    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
+    parser.add_argument("run_dir", nargs="?",
+                        help="a run directory written by train_lspc_iql.py or scripts/train_baseline.py")
+    parser.add_argument("--path", help="the run directory, instead of the positional argument")
+    parser.add_argument("--checkpoint", choices=list(CHECKPOINTS) + ["best"], default="latest",
+                        help="LSPC runs: latest, best_o or best_s; baseline runs: latest or best")
+    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=None,
+                        help="LSPC runs: the policies to score (default: all three)")
     parser.add_argument("--cost_limits", nargs="+", type=float, default=None,
-                        help="thresholds to score at (default: the task suite's three)")
+                        help="thresholds to score at (default: the task suite's three; a baseline trained per "
+                             "threshold: its run's cost limit, the only one allowed)")
     parser.add_argument("--eval_episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="seeds the episode starts and the policies' noise")
     parser.add_argument("--device", default="cpu")
@@ -294,17 +385,23 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="action-space figure: the state after this many LSPC-O steps (default: half an episode)")
     parser.add_argument("--no_figures", action="store_true")
     args = parser.parse_args(argv)
+    if (args.run_dir is None) == (args.path is None):
+        parser.error("give the run directory once: as the positional argument or as --path")
+    path = args.run_dir or args.path
     try:
         if args.state_step is not None and args.state_step < 0:
             raise LSPCError(f"--state_step must be >= 0, got {args.state_step}")
-        run = load_run(args.path, args.checkpoint, args.device)
+        run = load_run(path, args.checkpoint, args.device)
         try:
+            if run.algo is not None and args.state_step is not None:
+                raise LSPCError(f"--state_step applies to LSPC runs (their action-space figure); {path} is a "
+                                f"{run.algo} run")
             vector = choose_vector(run.cfg.task, args.vector, args.eval_episodes, in_process="sync")
             start = time.perf_counter()
             results = evaluate(run, args.policies, args.cost_limits, args.eval_episodes, args.seed, vector,
                                args.eps_s, args.eps_o)
             elapsed = time.perf_counter() - start
-            out_dir = os.path.join(args.path, "eval")
+            out_dir = os.path.join(path, "eval")
             try:
                 os.makedirs(out_dir, exist_ok=True)
             except OSError as err:
@@ -314,7 +411,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                lambda f: f.write(json.dumps(results, indent=2).encode()))
             atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
             print(table)
-            figures = [] if args.no_figures else write_figures(
+            figures = [] if args.no_figures or run.algo is not None else write_figures(
                 run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
         finally:
             run.close()

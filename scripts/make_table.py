@@ -3,10 +3,14 @@
     python scripts/make_table.py logs/ [more dirs, run dirs or results.json files] [--out table]
 
 One row per task: per method, the normalized reward and normalized cost averaged over every
-threshold and every run (seed) of the task, as in DSRL and the paper; then, for a suite with
-several tasks, the average over its tasks. Cells of safe methods (normalized cost <= 1, decided on
-the unrounded mean) are bold; the safe method with the highest reward is marked with a star.
-Writes <out>.md and <out>.csv (unrounded values) and prints the markdown.
+threshold and every seed of the task, as in DSRL and the paper; then, for a suite with several
+tasks, the average over its tasks. Methods side by side: LSPC-O, LSPC-S, the baselines (BC-All,
+BC-Safe, CPQ, BCQ-Lag, COptiDICE), the CVAE, then any other. LSPC and BC-All runs are scored at
+every threshold; BC-Safe, CPQ, BCQ-Lag and COptiDICE runs (one per threshold) only at their own,
+so the check is per method: every seed must cover the same thresholds. Cells of safe methods
+(normalized cost <= 1, decided on the unrounded mean) are bold; the safe method with the highest
+reward is marked with a star. Writes <out>.md and <out>.csv (unrounded values) and prints the
+markdown.
 """
 from __future__ import annotations
 
@@ -17,15 +21,18 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lspc import LSPCError  # noqa: E402
+from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
 from lspc.checkpoint import atomic_write_bytes  # noqa: E402
 from lspc.envs import SUITES, check_task  # noqa: E402
 
-METHOD_ORDER = ("lspc-o", "lspc-s", "cvae")
+METHOD_ORDER = ("lspc-o", "lspc-s", *ALGOS, "cvae")
+LABELS = {"lspc-o": "LSPC-O", "lspc-s": "LSPC-S", "bc-all": "BC-All", "bc-safe": "BC-Safe", "cpq": "CPQ",
+          "bcq-lag": "BCQ-Lag", "coptidice": "COptiDICE", "cvae": "CVAE"}
 RESULTS_FILE = os.path.join("eval", "results.json")
 BEST = "★"
 
@@ -70,22 +77,56 @@ def _order(methods: Iterable[str]) -> List[str]:
     return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
 
 
+def _kappas(kappas: Iterable[float]) -> str:
+    return ", ".join(f"{k:g}" for k in sorted(kappas))
+
+
+def _coverage(task: str, runs: Sequence[Dict]) -> Dict[str, Dict[str, Dict[float, Dict]]]:
+    """method -> seed label -> threshold -> its scores, refusing a (method, seed, threshold) scored
+    by two runs (two sweeps or configurations mixed) and seeds of a method that cover different
+    thresholds (a missing run would bias the mean)."""
+    coverage: Dict[str, Dict[str, Dict[float, Dict]]] = defaultdict(lambda: defaultdict(dict))
+    source: Dict[Tuple[str, str, float], str] = {}
+    for r in runs:
+        # results of eval_lspc.py name the training seed; without it each run counts as its own seed
+        seed = f"seed {r['train_seed']}" if "train_seed" in r else f"run {r['run']}"
+        for method, entry in r["policies"].items():
+            for kappa, scores in entry["thresholds"].items():
+                key = (method, seed, float(kappa))
+                if key in source:
+                    raise LSPCError(f"{method} of {task}, {seed}, was scored at {float(kappa):g} by two runs, "
+                                    f"{source[key]} and {r['run']}; pass one of them")
+                source[key] = r["run"]
+                coverage[method][seed][float(kappa)] = scores
+    for method, by_seed in coverage.items():
+        every = set().union(*by_seed.values())
+        missing = {seed: every - set(kappas) for seed, kappas in by_seed.items() if set(kappas) != every}
+        if missing:
+            covered = "; ".join(f"{seed} at {_kappas(kappas)}" for seed, kappas in sorted(by_seed.items()))
+            lacking = "; ".join(f"{seed} at {_kappas(kappas)}" for seed, kappas in sorted(missing.items()))
+            raise LSPCError(f"the {method} runs of {task} were scored at different thresholds ({covered}): "
+                            f"missing {lacking}; train and evaluate those runs, or score alike "
+                            "(eval_lspc.py --cost_limits)")
+    return coverage
+
+
 def _task_row(task: str, runs: Sequence[Dict]) -> Dict:
-    threshold_sets = {tuple(sorted(next(iter(r["policies"].values()))["thresholds"], key=float)) for r in runs}
-    if len(threshold_sets) > 1:
-        raise LSPCError(f"the runs of {task} were scored at different thresholds {sorted(threshold_sets)}; "
-                        "score them alike (eval_lspc.py --cost_limits)")
-    cells = {}
-    for method in _order(m for r in runs for m in r["policies"]):
-        scores = [s for r in runs if method in r["policies"] for s in r["policies"][method]["thresholds"].values()]
+    coverage = _coverage(task, runs)
+    cells, seeds, thresholds = {}, {}, set()
+    for method in _order(coverage):
+        scores = [s for by_kappa in coverage[method].values() for s in by_kappa.values()]
         cells[method] = (_mean([s["normalized_reward"] for s in scores]), _mean([s["normalized_cost"] for s in scores]))
-    return {"task": task, "runs": len(runs), "thresholds": [float(k) for k in threshold_sets.pop()], "cells": cells}
+        seeds[method] = len(coverage[method])
+        thresholds |= set(next(iter(coverage[method].values())))
+    return {"task": task, "suite": check_task(task), "runs": len(runs), "seeds": seeds,
+            "thresholds": sorted(thresholds), "cells": cells}
 
 
 def _average_row(suite: str, rows: Sequence[Dict]) -> Dict:
     """The paper's suite average: the mean over tasks of the task cells (methods present in every task)."""
     methods = [m for m in _order(m for row in rows for m in row["cells"]) if all(m in row["cells"] for row in rows)]
-    return {"task": f"average ({suite})", "runs": sum(row["runs"] for row in rows), "thresholds": [],
+    return {"task": f"average ({suite})", "suite": suite, "runs": sum(row["runs"] for row in rows), "seeds": {},
+            "thresholds": [],
             "cells": {m: (_mean([row["cells"][m][0] for row in rows]), _mean([row["cells"][m][1] for row in rows]))
                       for m in methods}}
 
@@ -113,9 +154,34 @@ def build_rows(result_files: Sequence[str]) -> List[Dict]:
     return rows
 
 
+def _label(method: str) -> str:
+    return LABELS.get(method, method.upper())
+
+
+def protocol_note(rows: Sequence[Dict]) -> str:
+    """How the cells were made: which methods are per threshold, how many seeds and thresholds."""
+    methods = _order(m for row in rows for m in row["cells"])
+    per_kappa = [_label(m) for m in methods if m in PER_THRESHOLD]
+    per_seed = [_label(m) for m in methods if m not in PER_THRESHOLD]
+    counts = sorted({n for row in rows for n in row["seeds"].values()})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    kappas = {}
+    for row in rows:
+        if row["thresholds"]:
+            kappas.setdefault(row["suite"], set()).update(row["thresholds"])
+    note = (f"Each cell: mean over {seeds} seed{'s' if counts != [1] else ''} × the thresholds κ "
+            f"({'; '.join(f'{suite}: {_kappas(k)}' for suite, k in kappas.items())}). "
+            f"{', '.join(per_seed)}: one model per seed, scored at every threshold.")
+    if per_kappa:
+        note += (f" {', '.join(per_kappa)}: trained once per threshold and scored at that κ only"
+                 " (BC-Safe on the trajectories with cost return <= κ; CPQ, BCQ-Lag and COptiDICE with κ as"
+                 " their cost limit).")
+    return note
+
+
 def markdown(rows: Sequence[Dict]) -> str:
     methods = _order(m for row in rows for m in row["cells"])
-    header = ["task"] + [f"{m.upper()} {what}" for m in methods for what in ("reward ↑", "cost ↓")] + ["runs"]
+    header = ["task"] + [f"{_label(m)} {what}" for m in methods for what in ("reward ↑", "cost ↓")] + ["runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["task"]]
@@ -128,8 +194,9 @@ def markdown(rows: Sequence[Dict]) -> str:
                 reward, cost = f"**{reward}**", f"**{cost}**"
             cells += [reward + (f" {BEST}" if m == row["best"] else ""), cost]
         lines.append("| " + " | ".join(cells + [str(row["runs"])]) + " |")
-    lines += ["", "Normalized reward and cost (DSRL), averaged over the thresholds and runs of each task; "
-              f"**bold**: safe (normalized cost <= 1); {BEST}: the safe method with the highest reward."]
+    lines += ["", "Normalized reward and cost (DSRL), averaged over the thresholds and seeds of each task; "
+              f"**bold**: safe (normalized cost <= 1); {BEST}: the safe method with the highest reward.",
+              "", protocol_note(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -137,13 +204,27 @@ def csv_text(rows: Sequence[Dict]) -> str:
     methods = _order(m for row in rows for m in row["cells"])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["task", "runs", "thresholds"]
+    writer.writerow(["task", "runs", "seeds", "thresholds"]
                     + [f"{m}_normalized_{what}" for m in methods for what in ("reward", "cost")] + ["best_safe"])
     for row in rows:
         values = [v for m in methods for v in row["cells"].get(m, ("", ""))]
-        writer.writerow([row["task"], row["runs"], " ".join(f"{k:g}" for k in row["thresholds"])]
+        writer.writerow([row["task"], row["runs"], max(row["seeds"].values(), default=""),
+                         " ".join(f"{k:g}" for k in row["thresholds"])]
                         + values + [row["best"] or ""])
     return out.getvalue()
+
+
+def write_table(paths: Sequence[str], out: str) -> str:
+    """Build the table of every results.json under ``paths``, write <out>.md and <out>.csv; returns
+    the markdown. Raises LSPCError on bad or inconsistent results."""
+    rows = build_rows(find_results(paths))
+    table = markdown(rows)
+    try:
+        for suffix, text in ((".md", table), (".csv", csv_text(rows))):
+            atomic_write_bytes(out + suffix, lambda f, text=text: f.write(text.encode("utf-8")))
+    except OSError as err:
+        raise LSPCError(f"cannot write {out}.md / .csv ({err.strerror})") from None
+    return table
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -153,13 +234,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", default="table", help="output prefix: writes <out>.md and <out>.csv")
     args = parser.parse_args(argv)
     try:
-        rows = build_rows(find_results(args.paths))
-        table = markdown(rows)
-        try:
-            for suffix, text in ((".md", table), (".csv", csv_text(rows))):
-                atomic_write_bytes(args.out + suffix, lambda f, text=text: f.write(text.encode("utf-8")))
-        except OSError as err:
-            raise LSPCError(f"cannot write {args.out}.md / .csv ({err.strerror})") from None
+        table = write_table(args.paths, args.out)
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

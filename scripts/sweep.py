@@ -1,0 +1,402 @@
+"""Protocol sweeps (spec section 7): train and evaluate every task x seed x method, on this machine
+or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
+
+    python scripts/sweep.py --executor local|slurm (--tasks T [T ...] | --suite bullet ...) \\
+        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cpq bcq-lag coptidice] --logdir DIR \\
+        [--dataset_dir DIR] [--jobs N] [--threads_per_job 1] [--max_timesteps N] [--eval_every N] \\
+        [--eval_episodes N] [--extra="ARGS"] [--method_extra "METHOD=ARGS" ...] [--eval_extra="ARGS"] \\
+        [--slurm_partition P] [--slurm_time_min M] [--slurm_gpus_per_job G] [--slurm_cpus_per_job C] \\
+        [--slurm_mem_gb M] [--no_wait] [--dry_run] [--table_only]
+
+Runs: LSPC and BC-All ignore the threshold while training: one run per (task, seed), in
+<logdir>/<task>-cost-<first threshold>/, scored at all the task's thresholds. BC-Safe, CPQ,
+BCQ-Lag and COptiDICE: one run per (task, seed, threshold), each scored at its own threshold.
+
+One job per run: train (a finished run is not retrained; an interrupted one continues with
+--resume), then evaluate with eval_lspc.py (unless eval/results.json is newer than the
+checkpoint), each as a subprocess with OMP_NUM_THREADS = MKL_NUM_THREADS = --threads_per_job.
+Runs already trained and evaluated are skipped without submitting anything, so rerunning the
+same command finishes an interrupted sweep. At most --jobs jobs run at once: locally the sweep
+submits a new job whenever one ends; on Slurm the runs are one job array with that parallelism
+(interrupted jobs are requeued by submitit and resume from their checkpoint). A failed run is
+reported with its submitit log and does not stop the others; the exit status is 1 if any run
+failed. At the end (or with --table_only) scripts/make_table.py writes <logdir>/table.md and
+<logdir>/table.csv from every eval/results.json under <logdir>. Bad input: one `error:` line,
+exit status 2, before anything is submitted.
+
+--extra is given to every training command, --method_extra only to that method's (its flags
+differ: e.g. --method_extra "lspc=--hidden_dim 32 --latent_dim 8"); write --extra="--flag value"
+with an equals sign when the value is a single flag.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cloudpickle
+import submitit
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import make_table  # noqa: E402
+from lspc import LSPCError  # noqa: E402
+from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
+from lspc.envs import SUITES, check_task, cost_limits  # noqa: E402
+
+if __name__ in sys.modules and __name__ != "__main__":  # imported: job processes could not import it by name
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+LSPC = "lspc"
+BASELINE_SCRIPT = os.path.join(ROOT, "scripts", "train_baseline.py")
+METHODS = (LSPC, *ALGOS)
+LOCAL_TIMEOUT_MIN = 30 * 24 * 60  # submitit's local default (2 min) would kill every training run
+POLL_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run and its evaluation: what a job does."""
+    task: str
+    method: str
+    seed: int
+    cost_limit: float
+    run_dir: str
+    train_cmd: Tuple[str, ...]
+    eval_cmd: Tuple[str, ...]
+    max_timesteps: Optional[int]  # None: the run's own config (the script's default)
+    threads: int
+    label: str  # for messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+def plan_runs(args: argparse.Namespace) -> List[Run]:
+    logdir = os.path.abspath(args.logdir)
+    schedule = [token for flag in ("max_timesteps", "eval_every", "eval_episodes")
+                if getattr(args, flag) is not None for token in (f"--{flag}", str(getattr(args, flag)))]
+    eval_args = [*(["--eval_episodes", str(args.eval_episodes)] if args.eval_episodes else []), *args.eval_extra]
+    runs = []
+    for task in args.tasks:
+        data = ([] if not args.dataset_dir else
+                ["--dataset_path", os.path.abspath(os.path.join(args.dataset_dir, f"{task}.hdf5"))])
+        for method in args.methods:
+            # threshold-agnostic methods: one run, filed under the task's first threshold
+            kappas = cost_limits(task) if method in PER_THRESHOLD else cost_limits(task)[:1]
+            script = ([os.path.join(ROOT, "train_lspc_iql.py")] if method == LSPC
+                      else [BASELINE_SCRIPT, "--algo", method])
+            name = "lspc_iql" if method == LSPC else method  # the scripts' default run names
+            for seed in args.seeds:
+                for kappa in kappas:
+                    run_dir = os.path.join(logdir, f"{task}-cost-{kappa:g}", f"{name}-seed{seed}")
+                    train = [sys.executable, *script, "--task", task, "--seed", str(seed), "--cost_limit", f"{kappa:g}",
+                             "--logdir", logdir, *data, *schedule, *args.extra, *args.method_extra.get(method, [])]
+                    evaluate = [sys.executable, os.path.join(ROOT, "eval_lspc.py"), "--path", run_dir, *eval_args]
+                    label = f"{task} {method} seed {seed}" + (f" κ={kappa:g}" if len(kappas) > 1 else "")
+                    runs.append(Run(task, method, seed, kappa, run_dir, tuple(train), tuple(evaluate),
+                                    args.max_timesteps, args.threads_per_job, label))
+    return runs
+
+
+def evaluated(run: Run) -> bool:
+    """eval/results.json is newer than the latest checkpoint."""
+    checkpoint, results = (os.path.join(run.run_dir, *parts) for parts in (("checkpoint", "model.pt"),
+                                                                            ("eval", "results.json")))
+    return os.path.isfile(results) and os.path.getmtime(results) > os.path.getmtime(checkpoint)
+
+
+def run_status(run: Run) -> str:
+    """What a run still needs: 'train' (nothing there), 'restart' (a run that never wrote a
+    checkpoint), 'resume', 'evaluate' or 'done'."""
+    checkpoint = os.path.join(run.run_dir, "checkpoint", "model.pt")
+    if not os.path.isfile(checkpoint):
+        return "restart" if os.path.exists(os.path.join(run.run_dir, "config.yaml")) else "train"
+    from lspc.checkpoint import load_checkpoint  # imports torch: only when there is a checkpoint to read
+
+    try:
+        step = int(load_checkpoint(checkpoint)["step"])
+        with open(os.path.join(run.run_dir, "config.yaml"), encoding="utf-8") as f:
+            target = run.max_timesteps or int(yaml.safe_load(f)["max_timesteps"])
+    except (LSPCError, OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return "resume"  # the training script says what is wrong with the run
+    if step < target:
+        return "resume"
+    return "done" if evaluated(run) else "evaluate"
+
+
+DID = {"train": "trained, evaluated", "restart": "trained anew, evaluated", "resume": "resumed, evaluated",
+       "evaluate": "evaluated", "done": "nothing to do"}
+
+
+def commands(run: Run, status: str) -> List[List[str]]:
+    """The subprocesses a run of this status needs, in order."""
+    train = {"train": [list(run.train_cmd)], "restart": [list(run.train_cmd)],
+             "resume": [[*run.train_cmd, "--resume", run.run_dir]]}.get(status, [])
+    return train + ([] if status == "done" else [list(run.eval_cmd)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------
+def call(cmd: List[str], env: Dict[str, str]) -> int:
+    """Run a script to its end. It runs in its own session, and the job passes Ctrl-C and SIGTERM
+    (a cancel) on to it once: the training scripts then save a checkpoint and stop, which a second
+    signal, or subprocess.run's kill, would cut short."""
+    process = subprocess.Popen(cmd, env=env, start_new_session=True)
+    previous = {signum: signal.signal(signum, lambda signum, frame: process.send_signal(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """Train then evaluate one run. Checkpointable: on a Slurm timeout or preemption submitit
+    requeues the same call, which resumes the run from its checkpoint."""
+
+    def __call__(self, run: Run) -> str:
+        env = dict(os.environ, OMP_NUM_THREADS=str(run.threads), MKL_NUM_THREADS=str(run.threads))
+        status = run_status(run)
+        if status == "restart":  # a run dir without checkpoint cannot be resumed; keep it aside, start over
+            aside = f"{run.run_dir}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(run.run_dir, aside)
+            print(f"{run.run_dir} held a run without checkpoint; moved to {aside}", flush=True)
+        for cmd in commands(run, status):
+            print("$ " + shlex.join(cmd), flush=True)
+            code = call(cmd, env)
+            if code != 0:
+                raise RuntimeError(f"{os.path.basename(cmd[1])} exited with status {code}")
+        if not evaluated(run):  # (the scripts' exit status already vouches for the training)
+            raise RuntimeError(f"no eval/results.json newer than the checkpoint in {run.run_dir}")
+        return DID[status]
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors
+# ---------------------------------------------------------------------------------------------
+def make_executor(args: argparse.Namespace, folder: str) -> submitit.AutoExecutor:
+    """submitit's local or Slurm executor; --jobs bounds a Slurm array's parallelism."""
+    executor = submitit.AutoExecutor(folder, cluster=args.executor)
+    if args.executor == "slurm":
+        executor.update_parameters(
+            name="lspc-sweep", timeout_min=args.slurm_time_min, gpus_per_node=args.slurm_gpus_per_job,
+            cpus_per_task=args.slurm_cpus_per_job or args.threads_per_job, slurm_array_parallelism=args.jobs,
+            **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {}),
+            **({"mem_gb": args.slurm_mem_gb} if args.slurm_mem_gb else {}))
+    else:
+        # gpus_per_node sets CUDA_VISIBLE_DEVICES of local jobs: 0 keeps them on the CPU
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=args.local_gpus_per_job)
+    return executor
+
+
+def last_line(err: BaseException) -> str:
+    """The gist of a failed job's error: the last line of its trace (the whole trace is in its log)."""
+    text = str(err)
+    if isinstance(err, submitit.core.utils.FailedJobError):  # trace between two lines of dashes
+        text = text.split("-" * 22 + "\n")[1] if text.count("-" * 22 + "\n") >= 2 else text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wait: bool) -> List[Tuple[Run, str]]:
+    """Run every job with at most ``jobs`` at once; returns the failures (run, message)."""
+    pending = collections.deque(runs)
+    running: Dict[submitit.Job, Tuple[Run, float]] = {}
+    if executor.cluster == "slurm":  # one array; Slurm keeps at most `jobs` of it running
+        with executor.batch():
+            submitted = [executor.submit(RunJob(), run) for run in runs]
+        running, pending = {job: (run, time.time()) for job, run in zip(submitted, runs)}, collections.deque()
+        print(f"submitted Slurm array {submitted[0].job_id.split('_')[0]} ({len(runs)} jobs, at most {jobs} at once)")
+        if not wait:
+            print("not waiting (--no_wait): rerun the same command when they are done (finished runs are skipped), "
+                  "or with --table_only")
+            return []
+    failures, finished = [], 0
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:  # submitit's local executor starts whatever it is given
+                run = pending.popleft()
+                job = executor.submit(RunJob(), run)
+                running[job] = (run, time.time())
+                print(f"started  {run.label} (job {job.job_id}, log {job.paths.stdout})", flush=True)
+            time.sleep(POLL_S)
+            for job in [job for job in running if job.done()]:
+                run, start = running.pop(job)
+                finished += 1
+                progress = f"[{finished}/{len(runs)}] {time.time() - start:.0f} s"
+                try:
+                    print(f"finished {run.label} {progress} ({job.result()})", flush=True)
+                except Exception as err:  # submitit's FailedJobError, UncompletedJobError (killed, cancelled)
+                    failures.append((run, f"{last_line(err)}; log: {job.paths.stderr}"))
+                    print(f"FAILED   {run.label} {progress}: {failures[-1][1]}", flush=True)
+    except KeyboardInterrupt:
+        if executor.cluster == "local":  # the training runs save a checkpoint and stop
+            for job in running:
+                job.cancel(check=False)
+        raise
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--tasks", nargs="+", default=[], help="DSRL tasks (added to those of --suite)")
+    parser.add_argument("--suite", nargs="+", default=[], help=f"every task of these suites: {', '.join(SUITES)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
+    parser.add_argument("--logdir", required=True, help="the sweep directory: runs, submitit logs, table.md/.csv")
+    parser.add_argument("--dataset_dir", help="use <dataset_dir>/<task>.hdf5 as every run's --dataset_path")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="jobs running at once (default: local, cores / threads_per_job; slurm, all)")
+    parser.add_argument("--threads_per_job", type=int, default=None,
+                        help="OMP_NUM_THREADS and MKL_NUM_THREADS of a job (default 1; slurm: --slurm_cpus_per_job)")
+    parser.add_argument("--max_timesteps", type=int)
+    parser.add_argument("--eval_every", type=int)
+    parser.add_argument("--eval_episodes", type=int, help="episodes of the training evaluations and of eval_lspc.py")
+    parser.add_argument("--extra", default="", help="more flags for every training command (one string)")
+    parser.add_argument("--method_extra", action="append", default=[], metavar="METHOD=ARGS",
+                        help="more flags for one method's training commands; repeatable")
+    parser.add_argument("--eval_extra", default="", help="more flags for eval_lspc.py (e.g. --no_figures)")
+    parser.add_argument("--local_gpus_per_job", type=int, default=0, help="local executor: GPUs visible to a job")
+    parser.add_argument("--slurm_partition")
+    parser.add_argument("--slurm_time_min", type=int, default=24 * 60,
+                        help="Slurm time limit per job; an unfinished run is requeued and resumes (default 1440)")
+    parser.add_argument("--slurm_gpus_per_job", type=int, default=0)
+    parser.add_argument("--slurm_cpus_per_job", type=int, default=None, help="default: --threads_per_job or 1")
+    parser.add_argument("--slurm_mem_gb", type=int, default=None)
+    parser.add_argument("--no_wait", action="store_true", help="slurm: submit and exit")
+    parser.add_argument("--dry_run", action="store_true", help="print what each run needs and the commands")
+    parser.add_argument("--table_only", action="store_true", help="only write <logdir>/table.md and table.csv")
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every input error before anything runs (LSPCError); normalizes tasks, methods and flags."""
+    unknown = [suite for suite in args.suite if suite not in SUITES]
+    if unknown:
+        raise LSPCError(f"unknown suite {unknown[0]!r}; known suites: {', '.join(SUITES)}")
+    args.tasks = list(dict.fromkeys([*args.tasks, *(task for suite in args.suite for task in SUITES[suite])]))
+    if args.table_only:
+        return
+    if not args.tasks:
+        raise LSPCError("no task: give --tasks or --suite")
+    for task in args.tasks:
+        check_task(task)
+    args.methods = list(dict.fromkeys(args.methods))
+    for method in args.methods:
+        if method not in METHODS:
+            raise LSPCError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    if any(m != LSPC for m in args.methods) and not os.path.isfile(BASELINE_SCRIPT):
+        raise LSPCError(f"the baselines need {BASELINE_SCRIPT}, which is missing")
+    if any(seed < 0 for seed in args.seeds):
+        raise LSPCError(f"seeds must be >= 0, got {args.seeds}")
+    args.seeds = list(dict.fromkeys(args.seeds))
+    for name in ("threads_per_job", "max_timesteps", "eval_every", "eval_episodes", "jobs", "slurm_time_min",
+                 "slurm_cpus_per_job", "slurm_mem_gb"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise LSPCError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.dataset_dir:
+        missing = [task for task in args.tasks if not os.path.isfile(os.path.join(args.dataset_dir, f"{task}.hdf5"))]
+        if missing:
+            raise LSPCError(f"no dataset file {os.path.join(args.dataset_dir, missing[0] + '.hdf5')} "
+                            f"(--dataset_dir needs <task>.hdf5 for {', '.join(missing)})")
+    try:
+        args.extra, args.eval_extra = shlex.split(args.extra), shlex.split(args.eval_extra)
+        per_method: Dict[str, List[str]] = {}
+        for item in args.method_extra:
+            method, sep, flags = item.partition("=")
+            if not sep or method not in METHODS:
+                raise LSPCError(f"--method_extra takes METHOD=ARGS with METHOD one of {', '.join(METHODS)}, "
+                                f"got {item!r}")
+            per_method.setdefault(method, []).extend(shlex.split(flags))
+        args.method_extra = per_method
+    except ValueError as err:
+        raise LSPCError(f"cannot split the extra flags ({err})") from None
+    if args.executor == "slurm" and not args.dry_run and not submitit.SlurmExecutor.affinity() > 0:
+        raise LSPCError("--executor slurm needs a Slurm cluster (no srun on PATH)")
+    if args.threads_per_job is None:  # a Slurm job's threads use the cores it asked for
+        args.threads_per_job = args.slurm_cpus_per_job if args.executor == "slurm" and args.slurm_cpus_per_job else 1
+    if args.jobs is None and args.executor == "local":  # (Slurm: the whole array at once, set in main)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        args.jobs = max(1, cores // args.threads_per_job)
+
+
+def write_table(logdir: str) -> bool:
+    """make_table over the sweep directory; says why when it cannot."""
+    out = os.path.join(logdir, "table")
+    try:
+        print(make_table.write_table([logdir], out))
+    except LSPCError as err:
+        print(f"error: no table: {err}", file=sys.stderr)
+        return False
+    print(f"wrote {out}.md and {out}.csv")
+    return True
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        check_args(args)
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if args.table_only:
+        sys.exit(0 if write_table(args.logdir) else 1)
+
+    runs = plan_runs(args)
+    statuses = {run: run_status(run) for run in runs}
+    todo = [run for run in runs if statuses[run] != "done"]
+    done = [run for run in runs if statuses[run] == "done"]
+    args.jobs = args.jobs or max(len(todo), 1)
+    if args.dry_run:
+        for run in runs:
+            print(f"# {run.label}: {statuses[run]} ({run.run_dir})")
+            for cmd in commands(run, statuses[run]):
+                print(f"OMP_NUM_THREADS={run.threads} MKL_NUM_THREADS={run.threads} {shlex.join(cmd)}")
+        print(f"dry run: {len(todo)} of {len(runs)} runs to submit ({args.executor}, at most {args.jobs} at once); "
+              f"then the table in {os.path.join(args.logdir, 'table.md')}")
+        return
+    print(f"sweep: {len(runs)} runs, {len(done)} already done (skipped), {len(todo)} to run "
+          f"({args.executor}, at most {min(args.jobs, max(len(todo), 1))} at once)")
+    for run in done:
+        print(f"skipped  {run.label} (trained and evaluated: {run.run_dir})")
+    failures: List[Tuple[Run, str]] = []
+    if todo:
+        # job processes unpickle this module's functions, which import lspc from the repository
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+        executor = make_executor(args, os.path.join(os.path.abspath(args.logdir), "submitit"))
+        try:
+            failures = execute(executor, todo, args.jobs, wait=not args.no_wait)
+        except KeyboardInterrupt:
+            where = "keep running on the cluster" if args.executor == "slurm" else "were stopped"
+            print(f"interrupted: the running jobs {where}; run the same command again to go on "
+                  "(finished runs are skipped, interrupted ones resume)", file=sys.stderr)
+            sys.exit(130)
+        if args.no_wait:
+            return
+    for run, message in failures:
+        print(f"failed: {run.label}: {message}", file=sys.stderr)
+    print(f"sweep: {len(done)} skipped, {len(todo) - len(failures)} ran, {len(failures)} failed")
+    table_ok = write_table(args.logdir)
+    sys.exit(1 if failures or not table_ok else 0)
+
+
+if __name__ == "__main__":
+    main()

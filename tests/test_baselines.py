@@ -1,0 +1,284 @@
+"""OSRL baselines: scripts/train_baseline.py on the tiny BallRun file, and eval_lspc.py on their runs."""
+import contextlib
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import eval_lspc
+from lspc.baselines import ALGOS, OSRL_DEFAULTS, Baseline, config_dict, load_baseline_config, make_buffer, training_data
+from lspc.checkpoint import load_checkpoint, save_checkpoint
+from lspc.data import load_dataset
+from lspc.envs import make_env
+from lspc.run_logger import read_metrics
+from test_eval import load_script, tree_digest
+from test_training import assert_same_state
+
+train_baseline = load_script("train_baseline")
+TASK = "OfflineBallRun-v0"
+# the statistics each osrl trainer stores every step, as metrics.jsonl names them
+TRAIN_KEYS = {
+    "bc-all": {"actor_loss"},
+    "bc-safe": {"actor_loss"},
+    "cpq": {"loss_vae", "critic_loss", "cost_critic_loss", "alpha_value", "actor_loss"},
+    "bcq-lag": {"loss_vae", "critic_loss", "cost_critic_loss", "actor_loss", "qc_penalty", "lagrangian"},
+    "coptidice": {"chi_loss", "tau_loss", "D_kl", "Df", "td_error", "nu_loss", "lmbda_loss", "actor_loss", "tau",
+                  "lmbda"},
+}
+EVAL_KEYS = {"eval/reward", "eval/cost", "eval/length", "normalized_eval/reward", "normalized_eval/cost"}
+
+
+def flags(algo, dataset, logdir, **overrides):
+    """A 20-step run with small networks, evaluated (2 episodes) at steps 10 and 20; None leaves a flag out."""
+    values = dict(algo=algo, task=TASK, dataset_path=dataset, logdir=str(logdir), max_timesteps=20, batch_size=64,
+                  eval_every=10, log_every=5, eval_episodes=2, hidden_dim=32, wandb_mode="disabled", device="cpu")
+    values.update(overrides)
+    return [token for key, value in values.items() if value is not None for token in (f"--{key}", str(value))]
+
+
+def train(argv):
+    """train_baseline's CLI in this process: (run directory, what it printed)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train_baseline.main(argv)
+    run_dir = next(line for line in out.getvalue().splitlines() if line.startswith("run_dir: "))[len("run_dir: "):]
+    return run_dir, out.getvalue()
+
+
+def episode_costs(data):
+    """Each episode's (start, end, cost return) in a DSRL-layout dict."""
+    ends = np.flatnonzero(data["terminals"] | data["timeouts"])
+    starts = np.r_[0, ends[:-1] + 1]
+    return [(s, e + 1, float(data["costs"][s:e + 1].sum())) for s, e in zip(starts, ends)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: one thread runs them fastest, and two on a busy 2-core machine many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(ballrun_file, tmp_path_factory):
+    """Every algorithm trained once at cost limit 10: algo -> (run_dir, argv, stdout)."""
+    logdir = tmp_path_factory.mktemp("baselines")
+    trained = {}
+    for algo in ALGOS:
+        argv = flags(algo, ballrun_file, logdir)
+        trained[algo] = (*train(argv), argv)
+    return trained
+
+
+def test_run_directory_config_and_checkpoint(runs):
+    for algo, (run_dir, stdout, argv) in runs.items():
+        assert run_dir.endswith(os.path.join(f"{TASK}-cost-10", f"{algo}-seed0"))
+        assert stdout.count("run_dir: ") == 1 and stdout.rstrip().endswith(f"done: {run_dir}")
+        assert sorted(os.listdir(run_dir)) == ["checkpoint", "config.yaml", "metrics.jsonl"]
+        assert sorted(os.listdir(os.path.join(run_dir, "checkpoint"))) == ["model.pt", "model_best.pt"]
+        # config.yaml holds the resolved config, and reads back to exactly it
+        cfg = train_baseline.load_config(argv)
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            raw = yaml.safe_load(f)
+        assert {"algo", "task", "seed", "cost_limit", "dataset_path", "episode_len", "hparams"} <= set(raw)
+        assert [raw[key] for key in ("algo", "task", "seed", "cost_limit", "episode_len")] == [algo, TASK, 0, 10, 100]
+        assert load_baseline_config(os.path.join(run_dir, "config.yaml")) == cfg
+        widths = {"a_hidden_sizes": [32, 32], "c_hidden_sizes": [32, 32], "vae_hidden_sizes": 32}
+        assert cfg.hparams == {**OSRL_DEFAULTS[algo], **{k: v for k, v in widths.items() if k in OSRL_DEFAULTS[algo]}}
+        # the checkpoint: weights only, complete
+        checkpoint = torch.load(os.path.join(run_dir, "checkpoint", "model.pt"), weights_only=True)
+        assert set(checkpoint) == {"step", "model", "rng", "best", "config", "wandb_id"}
+        assert checkpoint["step"] == 20 and checkpoint["config"] == config_dict(cfg)
+        assert {"python", "numpy", "torch", "sampler"} <= set(checkpoint["rng"])
+        assert checkpoint["model"]["optimizers"] and checkpoint["model"]["model"]
+    # the state osrl keeps outside state_dict()
+    cpq = load_checkpoint(os.path.join(runs["cpq"][0], "checkpoint", "model.pt"))["model"]
+    assert set(cpq["tensors"]) == {"log_alpha"}
+    coptidice = load_checkpoint(os.path.join(runs["coptidice"][0], "checkpoint", "model.pt"))["model"]
+    assert set(coptidice["tensors"]) == {"tau", "lmbda", "observations_std", "actions_std"}
+    assert set(coptidice["optimizers"]) == {"actor_optim", "nu_optim", "chi_optim", "lmbda_optim", "tau_optim"}
+    bcq_lag = load_checkpoint(os.path.join(runs["bcq-lag"][0], "checkpoint", "model.pt"))["model"]
+    assert set(bcq_lag["controller"]) == {"error_old", "error_integral"}
+
+
+def test_metrics_are_finite_and_logged_every_log_every(runs):
+    for algo, (run_dir, _, _) in runs.items():
+        rows = read_metrics(run_dir)
+        train_rows = [row for row in rows if "eval/reward" not in row]
+        assert [row["step"] for row in train_rows] == [5, 10, 15, 20]
+        for row in train_rows:
+            assert set(row) == {"step"} | {f"train/{key}" for key in TRAIN_KEYS[algo]}
+            assert all(math.isfinite(value) for value in row.values()), row
+        assert train_rows[0] != train_rows[-1]  # the statistics move: steps were taken
+        eval_rows = [row for row in rows if "eval/reward" in row]
+        assert [row["step"] for row in eval_rows] == [10, 20]
+        for row in eval_rows:
+            assert set(row) == {"step"} | EVAL_KEYS
+            assert row["eval/length"] == 100.0
+            assert row["normalized_eval/cost"] == pytest.approx(row["eval/cost"] / 10.0)
+
+
+def test_bc_safe_trains_only_on_trajectories_within_the_cost_limit(runs, ballrun_file):
+    env = make_env(TASK)
+    data = load_dataset(env, ballrun_file)
+    episodes = episode_costs(data)
+    for kappa in (10.0, 20.0):
+        safe = [(s, e) for s, e, cost in episodes if cost <= kappa]
+        assert 0 < len(safe) < len(episodes)  # the tiny file has both kinds
+        cfg = train_baseline.load_config(flags("bc-safe", ballrun_file, "unused", cost_limit=kappa))
+        kept = training_data(cfg, data)
+        expected = np.concatenate([data["observations"][s:e] for s, e in safe])
+        np.testing.assert_array_equal(kept["observations"], expected)
+        np.testing.assert_array_equal(kept["actions"], np.concatenate([data["actions"][s:e] for s, e in safe]))
+    env.close()
+    safe_at_10 = sum(e - s for s, e, cost in episodes if cost <= 10)
+    assert f"bc-safe trains on {safe_at_10} of the dataset's 1200 transitions" in runs["bc-safe"][1]
+    assert "bc-all trains on 1200 of the dataset's 1200 transitions" in runs["bc-all"][1]
+    assert safe_at_10 < 1200
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path):
+    cfg = train_baseline.load_config(flags(algo, ballrun_file, tmp_path))
+    env, device = make_env(TASK), torch.device("cpu")
+    data = training_data(cfg, load_dataset(env, ballrun_file))
+    buffer = make_buffer(cfg, data, device)
+    agent = Baseline(cfg, env, device, data)
+    for _ in range(3):
+        agent.train(buffer.sample(cfg.batch_size))
+    obs = buffer.sample(16)["observations"]
+
+    def actions(policy, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return policy(obs, generator)
+
+    path = str(tmp_path / "model.pt")
+    save_checkpoint(path, {"model": agent.state_dict()})
+    fresh = Baseline(cfg, env, device)  # no data: as eval_lspc.py builds it
+    assert not torch.equal(actions(fresh.act, 0), actions(agent.act, 0))
+    fresh.load_state_dict(torch.load(path, weights_only=True)["model"])
+    assert torch.equal(actions(fresh.act, 0), actions(agent.act, 0))
+    assert_same_state(fresh.state_dict(), agent.state_dict())
+    # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent)
+    torch.manual_seed(0)
+    global_state = torch.get_rng_state()
+    assert torch.equal(actions(agent.act, 1), actions(agent.act, 1))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(actions(agent.act, 1), actions(agent.act, 2)) == (algo != "bcq-lag")
+    env.close()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_resume_is_bit_exact(algo, runs, ballrun_file, tmp_path):
+    # 10 steps, then --resume to 20, against the uninterrupted 20-step run of the fixture
+    run_dir, _ = train(flags(algo, ballrun_file, tmp_path, max_timesteps=10))
+    assert train([*flags(algo, ballrun_file, tmp_path), "--resume", run_dir])[0] == run_dir
+    straight, resumed = (load_checkpoint(os.path.join(d, "checkpoint", "model.pt")) for d in (runs[algo][0], run_dir))
+    for key in ("step", "model", "rng", "best"):
+        assert_same_state(resumed[key], straight[key], key)
+    assert read_metrics(run_dir) == read_metrics(runs[algo][0])
+
+
+def test_eval_lspc_scores_a_baseline_run_like_lspc(runs):
+    for algo, (run_dir, _, _) in runs.items():
+        before = tree_digest(run_dir)
+        eval_lspc.main([run_dir, "--checkpoint", "best", "--eval_episodes", "2", "--seed", "0"])
+        with open(os.path.join(run_dir, "eval", "results.json")) as f:
+            results = json.load(f)
+        per_threshold = algo != "bc-all"
+        assert results["thresholds"] == ([10.0] if per_threshold else [10.0, 20.0, 40.0])
+        assert (results["algo"], results["cost_limit"], results["checkpoint"], list(results["policies"])) == \
+            (algo, 10.0, "best", [algo])
+        entry = results["policies"][algo]
+        assert set(entry["thresholds"]) == ({"10"} if per_threshold else {"10", "20", "40"})
+        for kappa, scores in entry["thresholds"].items():
+            assert scores["normalized_cost"] == pytest.approx(entry["cost"] / float(kappa))
+        # the same seeded episodes as training's evaluation of that checkpoint: the same returns
+        logged = next(row for row in read_metrics(run_dir) if row["step"] == results["step"] and "eval/reward" in row)
+        assert (entry["reward"], entry["cost"]) == (logged["eval/reward"], logged["eval/cost"])
+        assert sorted(os.listdir(os.path.join(run_dir, "eval"))) == ["results.json", "results.md"]
+        after = tree_digest(run_dir)
+        assert {k: v for k, v in after.items() if not k.startswith("eval")} == before
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--cost_limits", "20", "40"], "cpq was trained for cost limit 10, so its score at --cost_limits 20 40 would "
+                                    "mean nothing"),
+    (["--eps_s", "0.5"], "only LSPC runs take --eps_s"),
+    (["--policies", "lspc-o"], "only LSPC runs take --policies"),
+    (["--checkpoint", "best_o"], "is a cpq run: --checkpoint must be one of ['latest', 'best'], got 'best_o'"),
+    (["--state_step", "5"], "--state_step applies to LSPC runs"),
+])
+def test_eval_lspc_refuses_what_does_not_apply_to_a_baseline(runs, capsys, argv, expected):
+    run_dir = runs["cpq"][0]
+    before = tree_digest(run_dir)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        eval_lspc.main([run_dir, *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert tree_digest(run_dir) == before
+
+
+def test_stats_window_averages_and_names_the_first_non_finite_statistic():
+    window = train_baseline.StatsWindow()
+    for step, (loss, other) in enumerate([(1.0, 2.0), (3.0, float("inf")), (float("nan"), 0.0)], start=1):
+        window.begin_step(step)
+        window.store(**{"loss/actor_loss": loss, "loss/alpha_value": other})
+    with pytest.raises(train_baseline.NonFiniteLoss, match="alpha_value became NaN or infinite at step 2"):
+        window.means()
+    window = train_baseline.StatsWindow()
+    for step in (1, 2):
+        window.begin_step(step)
+        window.store(**{"loss/actor_loss": float(step)})
+    assert window.means() == {"train/actor_loss": 1.5} and window.means() == {}
+
+
+@pytest.mark.parametrize("change,expected", [
+    (dict(algo="sac"), "unknown algo 'sac'; expected one of bc-all, bc-safe, cpq, bcq-lag, coptidice"),
+    (dict(task="OfflineBallRun-v9"), "unknown task 'OfflineBallRun-v9'"),
+    (dict(dataset_path="/nonexistent/data.hdf5"), "dataset file '/nonexistent/data.hdf5' does not exist"),
+    (dict(batch_size=0), "batch_size must be positive, got 0"),
+    (dict(cost_limit=-1), "cost_limit must be a finite number >= 0, got -1.0"),
+    (dict(cost_limit="nan"), "cost_limit must be a finite number >= 0, got nan"),
+    (dict(seed="x"), "argument --seed: invalid int value: 'x'"),
+    (dict(max_time=5), "unrecognized arguments: --max_time 5"),  # abbreviations are not taken
+    (dict(latent_dim=8), "unrecognized arguments: --latent_dim 8"),
+    (dict(wandb_mode="sometimes"), "wandb_mode must be one of ['online', 'offline', 'disabled']"),
+    (dict(algo=None), "--algo is required (one of bc-all, bc-safe, cpq, bcq-lag, coptidice)"),
+])
+def test_bad_input_one_line_error_and_nothing_written(ballrun_file, tmp_path, capsys, change, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        train_baseline.main(flags(dataset=ballrun_file, logdir=tmp_path / "logs", **{"algo": "cpq", **change}))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert not os.path.exists(tmp_path / "logs")
+
+
+def test_existing_runs_are_refused_or_resumed_unchanged(runs, ballrun_file, tmp_path, capsys):
+    bc_safe_dir, _, argv = runs["bc-safe"]
+    cases = [
+        (argv, f"run directory {bc_safe_dir} already holds a run; continue it with --resume {bc_safe_dir}"),
+        ([*argv, "--resume", bc_safe_dir, "--cost_limit", "20"], "a resumed run cannot change ['cost_limit']"),
+        ([*argv, "--resume", bc_safe_dir, "--hidden_dim", "64"], "a resumed run cannot change ['hidden_dim']"),
+        ([*argv, "--resume", bc_safe_dir], "the run is already at step 20; raise --max_timesteps to train further"),
+        (["--resume", str(tmp_path)], f"--resume '{tmp_path}' is not a run directory"),
+        # BC-Safe keeps 400 of the 1200 transitions at cost limit 10
+        (flags("bc-safe", ballrun_file, tmp_path, batch_size=500), "batch_size 500 is larger than the 400 "
+                                                                   "transitions bc-safe trains on"),
+    ]
+    before = tree_digest(bc_safe_dir)
+    for case, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            train_baseline.main(case)
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert exit_info.value.code == 2 and len(errors) == 1 and expected in errors[0], err
+    assert tree_digest(bc_safe_dir) == before
