@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pyrallis
 import torch
@@ -583,10 +583,13 @@ def train(cfg: TrainConfig) -> str:
     return run_dir
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], train_fn: Callable[[Any], str],
+                     argv: Optional[List[str]] = None) -> None:
+    """The exit contract every training script shares: bad input 2, divergence 1, a signal 128 + its
+    number (after the checkpoint is written), with one line saying what to do next."""
     try:
-        cfg = load_config(argv)
-        run_dir = train(cfg)
+        cfg = load_config_fn(argv)
+        run_dir = train_fn(cfg)
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -599,6 +602,10 @@ def main(argv: Optional[List[str]] = None) -> None:
               file=sys.stderr)
         sys.exit(128 + err.signum)
     print(f"done: {run_dir}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_training_cli(load_config, train, argv)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from lspc.envs import check_task, make_env  # noqa: E402
 from lspc.evaluation import Evaluator, better_than, episode_seeds, summarize  # noqa: E402
 from lspc.run_logger import WANDB_MODES, RunLogger, truncate_metrics  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, check_device  # noqa: E402
-from train_lspc_iql import Interrupted, NonFiniteLoss, StopRequest, prepare_run_dir  # noqa: E402
+from train_lspc_iql import Interrupted, NonFiniteLoss, StopRequest, prepare_run_dir, run_training_cli  # noqa: E402
 
 # flags a resumed run may change: they do not touch the model, its data or its random streams
 RESUMABLE = ("max_timesteps", "eval_every", "eval_episodes", "log_every", "device", "wandb_mode")
@@ -248,22 +248,7 @@ def train(cfg: BaselineConfig) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    cfg = None
-    try:
-        cfg = load_config(argv)
-        run_dir = train(cfg)
-    except LSPCError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as err:
-        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as err:
-        run_dir = cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
-        print(f"interrupted by {err} at step {err.step}; checkpoint saved; continue with --resume {run_dir}",
-              file=sys.stderr)
-        sys.exit(128 + err.signum)
-    print(f"done: {run_dir}")
+    run_training_cli(load_config, train, argv)
 
 
 if __name__ == "__main__":
