@@ -315,7 +315,10 @@ class LSPC:
         optimizer.step()
 
     def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """One gradient step of every network (spec section 3). Returns detached 0-d tensors."""
+        """One gradient step of every network (spec section 3). Returns detached 0-d tensors, valid until
+        the next call when the step is compiled on CUDA (CUDA graphs reuse their output memory)."""
+        if self.cfg.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
         total, metrics = self._losses(batch)
         self._step("critics_cvae", total)
         # the safety encoder learns through the just-updated decoder, frozen: only delta moves
