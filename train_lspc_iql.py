@@ -470,6 +470,12 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def stop_if_requested(self, step: int, save_latest: Callable[[], None]) -> None:
+        """After a signal: write the latest checkpoint, then raise Interrupted."""
+        if self.signum is not None:
+            save_latest()
+            raise Interrupted(self.signum, step)
+
 
 def prepare_run_dir(cfg: TrainConfig) -> str:
     """The run directory, created and checked for writing before anything is loaded."""
@@ -546,6 +552,10 @@ def train(cfg: TrainConfig) -> str:
         return {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(buffer.generator),
                 "best": best, "config": config_dict(cfg), "wandb_id": logger.wandb_id}
 
+    def save_latest(step: int) -> None:
+        window.check_finite()  # never save a diverged model
+        save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
+
     window = MetricsWindow(device)
     clock = PhaseClock(device, start_step)
     bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
@@ -574,15 +584,10 @@ def train(cfg: TrainConfig) -> str:
                         if improved[key]:
                             save_checkpoint(os.path.join(checkpoint_dir, f"model_best_{key}.pt"), payload)
                     clock.switch("train")
-                if stop.signum is not None:
-                    window.check_finite()
-                    save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
-                    raise Interrupted(stop.signum, step)
+                stop.stop_if_requested(step, lambda: save_latest(step))
     finally:
-        bar.close()
-        logger.close()
-        evaluator.close()
-        env.close()
+        for resource in (bar, logger, evaluator, env):
+            resource.close()
     return run_dir
 
 

@@ -41,7 +41,7 @@ from lspc.envs import check_task, make_env  # noqa: E402
 from lspc.evaluation import Evaluator, better_than, episode_seeds, summarize  # noqa: E402
 from lspc.run_logger import WANDB_MODES, RunLogger, truncate_metrics  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, check_device  # noqa: E402
-from train_lspc_iql import Interrupted, NonFiniteLoss, StopRequest, prepare_run_dir, run_training_cli  # noqa: E402
+from train_lspc_iql import NonFiniteLoss, StopRequest, prepare_run_dir, run_training_cli  # noqa: E402
 
 # flags a resumed run may change: they do not touch the model, its data or its random streams
 RESUMABLE = ("max_timesteps", "eval_every", "eval_episodes", "log_every", "device", "wandb_mode")
@@ -213,6 +213,10 @@ def train(cfg: BaselineConfig) -> str:
         return {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(buffer.generator),
                 "best": best, "config": config_dict(cfg), "wandb_id": logger.wandb_id}
 
+    def save_latest(step: int) -> None:
+        window.check_finite()  # never save a diverged model
+        save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
+
     bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
                desc=f"{cfg.algo} {cfg.task}", mininterval=2.0, dynamic_ncols=True)
     try:
@@ -235,15 +239,10 @@ def train(cfg: BaselineConfig) -> str:
                     save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), payload)
                     if improved:
                         save_checkpoint(os.path.join(checkpoint_dir, "model_best.pt"), payload)
-                if stop.signum is not None:
-                    window.check_finite()
-                    save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
-                    raise Interrupted(stop.signum, step)
+                stop.stop_if_requested(step, lambda: save_latest(step))
     finally:
-        bar.close()
-        logger.close()
-        evaluator.close()
-        env.close()
+        for resource in (bar, logger, evaluator, env):
+            resource.close()
     return run_dir
 
 
