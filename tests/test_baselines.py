@@ -4,10 +4,7 @@ import io
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ from lspc.data import load_dataset
 from lspc.envs import make_env
 from lspc.run_logger import read_metrics
 from test_eval import load_script, tree_digest
-from test_training import assert_same_state
+from test_training import assert_same_state, interrupt_after_first_log
 
 train_baseline = load_script("train_baseline")
 TASK = "OfflineBallRun-v0"
@@ -291,18 +288,10 @@ def test_existing_runs_are_refused_or_resumed_unchanged(runs, ballrun_file, tmp_
 def test_sigint_saves_a_checkpoint_and_resume_continues(ballrun_file, tmp_path):
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train_baseline.py")
     argv = flags("bc-all", ballrun_file, tmp_path, max_timesteps=10_000_000, eval_every=10_000_000, log_every=50)
-    proc = subprocess.Popen([sys.executable, script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     run_dir = os.path.join(str(tmp_path), f"{TASK}-cost-10", "bc-all-seed0")
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    deadline = time.time() + 120
-    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
-        assert proc.poll() is None and time.time() < deadline, "training did not start logging"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT, stderr
-    assert "Traceback" not in stderr and f"--resume {run_dir}" in stderr
+    stderr = interrupt_after_first_log([sys.executable, script, *argv], run_dir,
+                                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert f"--resume {run_dir}" in stderr
     step = load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"]
     assert step >= 50
     resumed, _ = train(["--resume", run_dir, "--max_timesteps", str(step + 4), "--eval_every", "4"])
