@@ -244,8 +244,10 @@ class LSPC:
         return cls(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
                    cfg, device)
 
-    def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Losses (1)-(5) of spec section 3, summed (see _OPTIMIZER_GROUPS), and the step's metrics."""
+    def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
+                               ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Losses (1)-(5) of spec section 3 summed (see _OPTIMIZER_GROUPS), the reward advantage
+        Q_target - V that weighs loss (6), and the step's metrics."""
         cfg = self.cfg
         s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
         r, c, not_done = batch["rewards"], batch["costs"], 1.0 - batch["dones"]
@@ -292,9 +294,8 @@ class LSPC:
             "cost_weight_mean": w_cost.mean(), "cost_weight_clipped": (w_cost >= cfg.max_weight).float().mean(),
             "cost_weight_masked": (w_cost == 0).float().mean(), "q_mean": q_target.mean(), "v_mean": v.mean(),
             "cost_q_mean": cost_q_target.mean(), "cost_v_mean": cost_v.mean(),
-            "reward_advantage": reward_advantage.detach(),
         }
-        return total, metrics
+        return total, reward_advantage.detach(), metrics
 
     def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], reward_advantage: torch.Tensor
                             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -319,11 +320,11 @@ class LSPC:
         the next call when the step is compiled on CUDA (CUDA graphs reuse their output memory)."""
         if self.cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
-        total, metrics = self._losses(batch)
+        total, reward_advantage, metrics = self._losses(batch)
         self._step("critics_cvae", total)
         # the safety encoder learns through the just-updated decoder, frozen: only delta moves
         with frozen(self.cvae):
-            loss, encoder_metrics = self._safety_encoder_loss(batch, metrics.pop("reward_advantage"))
+            loss, encoder_metrics = self._safety_encoder_loss(batch, reward_advantage)
             self._step("safety_encoder", loss)
         # (7) target critics
         soft_update([self.q_target, self.cost_q_target], [self.q, self.cost_q], self.cfg.tau)
