@@ -16,12 +16,13 @@ training_curves.png (from metrics.jsonl), action_space.png (2-D action tasks) an
 (with a sweep). Nothing else in the run directory is touched.
 
 A baseline run of scripts/train_baseline.py (its config.yaml has an ``algo`` key; an LSPC run's has
-none) is scored the same way, on the same seeded episodes, as the one policy ``<algo>``; results.json
-then also holds ``algo`` and the ``cost_limit`` it was trained with. BC-All is scored at every
-threshold of the suite like LSPC; BC-Safe, CPQ, BCQ-Lag and COptiDICE were trained against their
-run's cost limit, so they are scored there only and other --cost_limits are refused (their score
-at another threshold would mean nothing). LSPC's options (--policies, --eps_s/--eps_o, --state_step,
-checkpoints best_o/best_s) are refused for them, and no figures are drawn (they show LSPC's policies).
+none) is rebuilt and scored by the same code, on the same seeded episodes, as the one policy
+``<algo>``; results.json then also holds ``algo`` and the ``cost_limit`` it was trained with.
+BC-All and CDT are scored at every threshold of the suite like LSPC (CDT prompted per threshold:
+each threshold's entry records its prompt and raw returns); BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and
+COptiDICE were trained against their run's cost limit, so they are scored there only and other
+--cost_limits are refused (their score at another threshold would mean nothing). LSPC's restriction
+sweeps and figures (--eps_s/--eps_o, --state_step) are refused for them.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -40,19 +41,17 @@ import torch
 import yaml
 
 from lspc import LSPCError
-from lspc.baselines import PER_THRESHOLD, Baseline, BaselineConfig, load_baseline_config
+from lspc.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import cost_limits, make_env
 from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
                              score_at_thresholds)
 from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
+from lspc.training import LATEST, Method
 from lspc_iql_configs import TrainConfig, check_device, load_saved_config
-from train_lspc_iql import LSPC
+from train_lspc_iql import LSPC, LSPCMethod
 
-CHECKPOINTS = {"latest": "model.pt", "best_o": "model_best_o.pt", "best_s": "model_best_s.pt"}
-BASELINE_CHECKPOINTS = {"latest": "model.pt", "best": "model_best.pt"}
-POLICIES = {"lspc-o": "act_lspc_o", "lspc-s": "act_lspc_s", "cvae": "act_cvae"}
-# the config field each policy reads its restriction eps from, at act time
+# the config field each LSPC policy reads its restriction eps from, at act time
 SWEEP_FIELDS = {"lspc-s": "vae_clamper", "lspc-o": "max_latent_action"}
 SWEEP_NOTES = {
     "lspc-s": "eps_S only restricts the prior when acting (training never reads it), so every value is an exact "
@@ -67,10 +66,14 @@ SWEEP_NOTES = {
 class LoadedRun:
     path: str
     checkpoint: str
-    cfg: Union[TrainConfig, BaselineConfig]
-    agent: Union[LSPC, Baseline]
+    method: Method
+    agent: Any
     step: int
     env: gym.Env  # the task's env: its spaces and dsrl's normalization
+
+    @property
+    def cfg(self) -> Union[TrainConfig, BaselineConfig]:
+        return self.method.cfg
 
     @property
     def algo(self) -> Optional[str]:
@@ -81,14 +84,25 @@ class LoadedRun:
         self.env.close()
 
 
-def run_algo(config_path: str) -> Optional[str]:
-    """config.yaml's ``algo``: a baseline's name, or None for an LSPC run (its config has no such key)."""
+def run_method(config_path: str) -> Method:
+    """The method a run directory's config.yaml belongs to: a baseline's has an ``algo`` key, LSPC's none."""
     try:
         with open(config_path, encoding="utf-8") as f:
             content = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
         raise LSPCError(f"could not read the run config {config_path}: {err}") from None
-    return content.get("algo") if isinstance(content, dict) else None
+    if isinstance(content, dict) and "algo" in content:
+        return BaselineMethod(load_baseline_config(config_path))
+    return LSPCMethod(load_saved_config(config_path))
+
+
+def checkpoint_files(method: Method) -> Dict[str, str]:
+    """--checkpoint choice -> file: latest, and the best checkpoint of each policy training scores
+    (best_o and best_s for LSPC; best for a method with one policy)."""
+    files = {"latest": LATEST}
+    for key, (_, filename) in method.policies.items():
+        files["best" + (f"_{key}" if len(method.policies) > 1 else "")] = filename
+    return files
 
 
 def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> LoadedRun:
@@ -98,13 +112,11 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
     if not os.path.isfile(config_path):
         raise LSPCError(f"{path} is not a run directory: expected config.yaml and checkpoint/ written by "
                         "train_lspc_iql.py or scripts/train_baseline.py")
-    algo = run_algo(config_path)
-    if algo is None:
-        cfg, checkpoints, kind, writer = load_saved_config(config_path), CHECKPOINTS, "an LSPC", "train_lspc_iql.py"
-    else:
-        cfg, checkpoints, kind, writer = (load_baseline_config(config_path), BASELINE_CHECKPOINTS, f"a {algo}",
-                                          "scripts/train_baseline.py")
-    cfg = dataclasses.replace(cfg, device=device)
+    method = run_method(config_path)
+    method.cfg = dataclasses.replace(method.cfg, device=device)
+    algo = getattr(method.cfg, "algo", None)
+    kind = "an LSPC" if algo is None else f"a {algo}"
+    checkpoints = checkpoint_files(method)
     if checkpoint not in checkpoints:
         raise LSPCError(f"{path} is {kind} run: --checkpoint must be one of {list(checkpoints)}, got {checkpoint!r}")
     checkpoint_path = os.path.join(path, "checkpoint", checkpoints[checkpoint])
@@ -115,14 +127,14 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
     state = load_checkpoint(checkpoint_path, device)
     if not (isinstance(state, dict) and {"model", "step"} <= set(state) and isinstance(state.get("config"), dict)):
         raise LSPCError(f"{checkpoint_path} is not {kind} checkpoint: expected the model, config and step that "
-                        f"{writer} saves")
+                        "the training scripts save")
     for key in ("task", "algo"):  # an LSPC run has no algo: its config and checkpoint both lack it
-        saved, expected = state["config"].get(key), getattr(cfg, key, None)
+        saved, expected = state["config"].get(key), getattr(method.cfg, key, None)
         if saved != expected:
             raise LSPCError(f"{checkpoint_path} was trained on {saved}, but the run directory is {expected}: "
                             f"expected a checkpoint of {expected}")
-    env = make_env(cfg.task, cfg.episode_len)
-    agent = LSPC.for_env(env, cfg, torch.device(device)) if algo is None else Baseline(cfg, env, torch.device(device))
+    env = make_env(method.cfg.task, method.cfg.episode_len)
+    agent = method.make_agent(env, torch.device(device))
     try:
         agent.load_state_dict(state["model"])
     except KeyError as err:
@@ -133,7 +145,7 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
         details = [line.strip() for line in str(err).splitlines() if line.strip()]
         first = details[min(1, len(details) - 1)]
         raise LSPCError(f"{checkpoint_path} does not fit the run's config.yaml: {first}") from None
-    return LoadedRun(path, checkpoint, cfg, agent, int(state["step"]), env)
+    return LoadedRun(path, checkpoint, method, agent, int(state["step"]), env)
 
 
 @contextlib.contextmanager
@@ -147,11 +159,21 @@ def acting_with(agent: LSPC, **overrides) -> Iterator[None]:
         agent.cfg = saved
 
 
-def _check_arguments(policies: Sequence[str], thresholds: Sequence[float], eval_episodes: int, seed: int,
+def run_thresholds(run: LoadedRun, thresholds: Optional[Sequence[float]]) -> List[float]:
+    """Where a run is scored: a method that never sees the threshold while training (LSPC, BC-All,
+    CDT) at the suite's (or the given) ones; one trained against its run's cost limit at that one only."""
+    cfg = run.cfg
+    if run.algo not in PER_THRESHOLD:
+        return [float(kappa) for kappa in (thresholds or cost_limits(cfg.task))]
+    if thresholds and [float(kappa) for kappa in thresholds] != [cfg.cost_limit]:
+        raise LSPCError(f"{cfg.algo} was trained for cost limit {cfg.cost_limit:g}, so its score at "
+                        f"--cost_limits {' '.join(f'{k:g}' for k in thresholds)} would mean nothing: train one "
+                        f"{cfg.algo} run per threshold and leave out --cost_limits")
+    return [float(cfg.cost_limit)]
+
+
+def _check_arguments(thresholds: Sequence[float], eval_episodes: int, seed: int,
                      sweeps: Dict[str, Sequence[float]]) -> None:
-    unknown = [name for name in policies if name not in POLICIES]
-    if unknown:
-        raise LSPCError(f"unknown policies {unknown}; expected some of {list(POLICIES)}")
     if eval_episodes <= 0:
         raise LSPCError(f"--eval_episodes must be positive, got {eval_episodes}")
     if seed < 0:
@@ -163,87 +185,78 @@ def _check_arguments(policies: Sequence[str], thresholds: Sequence[float], eval_
             raise LSPCError(f"restriction values (--eps_s, --eps_o) must be positive, got {list(values)}")
 
 
-def _evaluator(run: LoadedRun, vector: Optional[str], eval_episodes: int) -> Evaluator:
-    return Evaluator(run.cfg.task, run.cfg.episode_len, eval_episodes,
-                     choose_vector(run.cfg.task, vector, eval_episodes, in_process="sync"))
-
-
-def _results_header(run: LoadedRun, seed: int, eval_episodes: int, thresholds: List[float]) -> Dict:
-    cfg = run.cfg
-    return {"task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
-            "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds,
-            "device": cfg.device}
-
-
-def baseline_thresholds(cfg: BaselineConfig, thresholds: Optional[Sequence[float]]) -> List[float]:
-    """BC-All, which never sees a threshold, at the suite's (or the given) ones; an algorithm trained
-    against its run's cost limit at that one only."""
-    if cfg.algo not in PER_THRESHOLD:
-        return [float(kappa) for kappa in (thresholds or cost_limits(cfg.task))]
-    if thresholds and [float(kappa) for kappa in thresholds] != [cfg.cost_limit]:
-        raise LSPCError(f"{cfg.algo} was trained for cost limit {cfg.cost_limit:g}, so its score at "
-                        f"--cost_limits {' '.join(f'{k:g}' for k in thresholds)} would mean nothing: train one "
-                        f"{cfg.algo} run per threshold and leave out --cost_limits")
-    return [float(cfg.cost_limit)]
-
-
-def evaluate_baseline(run: LoadedRun, thresholds: Optional[Sequence[float]] = None, eval_episodes: int = 20,
-                      seed: int = 0, vector: Optional[str] = None) -> Dict:
-    """A baseline's policy over the seeded episodes LSPC is scored on, at ``baseline_thresholds``."""
-    thresholds = baseline_thresholds(run.cfg, thresholds)
-    _check_arguments([], thresholds, eval_episodes, seed, {})
-    evaluator = _evaluator(run, vector, eval_episodes)
-    try:
-        episodes = evaluator.run(run.agent.act, episode_seeds(seed, eval_episodes), seed, run.agent.device)
-    finally:
-        evaluator.close()
-    return {**_results_header(run, seed, eval_episodes, thresholds), "algo": run.algo, "cost_limit": run.cfg.cost_limit,
-            "policies": {run.algo: score_at_thresholds(run.env, episodes, thresholds)}}
+def _merge(entry: Optional[Dict], scored: Dict, notes: Dict) -> Dict:
+    """One policy's results over the thresholds it was run for. A policy acting the same at every
+    threshold runs once; one prompted per threshold (CDT) runs per threshold: each threshold's
+    entry then also holds its own raw means and what it was prompted with, and the top level
+    covers all its episodes."""
+    if entry is None and not notes:
+        return scored
+    per_threshold = {kappa: {**scores, "reward": scored["reward"], "cost": scored["cost"],
+                             "length": scored["length"], **notes} for kappa, scores in scored["thresholds"].items()}
+    if entry is None:
+        return {**scored, "thresholds": per_threshold}
+    episodes = {key: entry["episodes"][key] + scored["episodes"][key] for key in entry["episodes"]}
+    raw = {key: np.asarray(values, dtype=np.float64) for key, values in episodes.items()}
+    return {"reward": float(raw["reward"].mean()), "reward_std": float(raw["reward"].std()),
+            "cost": float(raw["cost"].mean()), "cost_std": float(raw["cost"].std()),
+            "length": float(raw["length"].mean()), "thresholds": {**entry["thresholds"], **per_threshold},
+            "episodes": episodes}
 
 
 def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, thresholds: Optional[Sequence[float]] = None,
              eval_episodes: int = 20, seed: int = 0, vector: Optional[str] = None, eps_s: Sequence[float] = (),
              eps_o: Sequence[float] = ()) -> Dict:
-    """Every policy once over the same seeded episodes, scored at every threshold; then the
-    restriction sweeps, on the same episodes and policy noise (common random numbers).
-    ``vector`` None: sync, or async for MetaDrive (one env per process); every mode gives the same numbers.
-    A baseline run goes to ``evaluate_baseline``; LSPC's options are refused for it."""
-    if run.algo is not None:
-        lspc_options = [flag for flag, value in (("--policies", policies), ("--eps_s", eps_s), ("--eps_o", eps_o))
-                        if value]
-        if lspc_options:
-            raise LSPCError(f"only LSPC runs take {' and '.join(lspc_options)}; {run.path} is a {run.algo} run "
-                            f"(one policy, {run.algo})")
-        return evaluate_baseline(run, thresholds, eval_episodes, seed, vector)
-    policies = list(policies or POLICIES)
-    thresholds = [float(kappa) for kappa in (thresholds or cost_limits(run.cfg.task))]
-    sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
-    _check_arguments(policies, thresholds, eval_episodes, seed, sweeps)
-    seeds = episode_seeds(seed, eval_episodes)
-    evaluator = _evaluator(run, vector, eval_episodes)
-
-    def score(policy: str, **overrides) -> Dict:
-        with acting_with(run.agent, **overrides):
-            episodes = evaluator.run(getattr(run.agent, POLICIES[policy]), seeds, seed, run.agent.device)
-        return score_at_thresholds(run.env, episodes, thresholds)
-
+    """The run's policies (all, or ``policies``) over the same seeded episodes, scored at
+    ``run_thresholds``; then LSPC's restriction sweeps, on the same episodes and policy noise
+    (common random numbers). ``vector`` None: sync, or async for MetaDrive (one env per process);
+    every mode gives the same numbers."""
     cfg = run.cfg
-    results = {
-        **_results_header(run, seed, eval_episodes, thresholds),
-        "restriction": {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
-                        "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling},
-    }
+    sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
+    if sweeps and run.algo is not None:
+        flags = " and ".join(flag for flag, values in (("--eps_s", eps_s), ("--eps_o", eps_o)) if values)
+        raise LSPCError(f"only LSPC runs take {flags}; {run.path} is a {run.algo} run")
+    thresholds = run_thresholds(run, thresholds)
+    _check_arguments(thresholds, eval_episodes, seed, sweeps)
+    scored = run.agent.evaluation_policies(thresholds)
+    names = list(dict.fromkeys(name for name, *_ in scored))
+    unknown = [name for name in policies or () if name not in names]
+    if unknown:
+        raise LSPCError(f"unknown policies {unknown}; {run.path} has the policies {names}")
+    chosen = list(policies or names)
+    seeds = episode_seeds(seed, eval_episodes)
+    evaluator = Evaluator(cfg.task, cfg.episode_len, eval_episodes,
+                          choose_vector(cfg.task, vector, eval_episodes, in_process="sync"))
+
+    def score(policy, kappas: Sequence[float]) -> Dict:
+        return score_at_thresholds(run.env, evaluator.run(policy, seeds, seed, run.agent.device), kappas)
+
+    results = {"task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
+               "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds,
+               "device": cfg.device}
+    if run.algo is None:
+        results["restriction"] = {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
+                                  "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling}
+    else:
+        results.update(algo=run.algo, cost_limit=cfg.cost_limit)
     try:
-        results["policies"] = {name: score(name) for name in policies}
+        entries: Dict[str, Dict] = {}
+        for name, policy, kappas, notes in scored:
+            if name in chosen:
+                entries[name] = _merge(entries.get(name), score(policy, kappas), notes)
+        results["policies"] = {name: entries[name] for name in chosen}
         if sweeps:
             results["sweep"] = {}
+            acts = dict((name, policy) for name, policy, *_ in scored)
             for policy, values in sweeps.items():
                 field = SWEEP_FIELDS[policy]
                 trained = getattr(cfg, field)
-                results["sweep"][policy] = {
-                    "parameter": field, "trained_eps": trained, "note": SWEEP_NOTES[policy].format(trained=trained),
-                    "points": [{"eps": eps, **score(policy, **{field: eps})} for eps in values],
-                }
+                points = []
+                for eps in values:
+                    with acting_with(run.agent, **{field: eps}):
+                        points.append({"eps": eps, **score(acts[policy], thresholds)})
+                results["sweep"][policy] = {"parameter": field, "trained_eps": trained,
+                                            "note": SWEEP_NOTES[policy].format(trained=trained), "points": points}
     finally:
         evaluator.close()
     return results
@@ -365,10 +378,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("run_dir", nargs="?",
                         help="a run directory written by train_lspc_iql.py or scripts/train_baseline.py")
     parser.add_argument("--path", help="the run directory, instead of the positional argument")
-    parser.add_argument("--checkpoint", choices=list(CHECKPOINTS) + ["best"], default="latest",
+    parser.add_argument("--checkpoint", default="latest",
                         help="LSPC runs: latest, best_o or best_s; baseline runs: latest or best")
-    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=None,
-                        help="LSPC runs: the policies to score (default: all three)")
+    parser.add_argument("--policies", nargs="+", default=None,
+                        help="the policies to score (default: all of the run's; LSPC: lspc-o lspc-s cvae)")
     parser.add_argument("--cost_limits", nargs="+", type=float, default=None,
                         help="thresholds to score at (default: the task suite's three; a baseline trained per "
                              "threshold: its run's cost limit, the only one allowed)")

@@ -51,6 +51,7 @@ class TrainConfig:
     eval_every: int = 20_000
     eval_episodes: int = 10
     log_every: int = 1_000
+    checkpoint_every_minutes: float = 5.0  # model.pt also between evaluations: a SIGKILL loses at most this
     # --- networks and optimisation (spec sections 2, 3, 5)
     hidden_dim: int = 256
     latent_dim: int = 32
@@ -223,7 +224,7 @@ def validate(cfg: TrainConfig) -> None:
     check_task(cfg.task)
     positive = ("max_timesteps", "batch_size", "eval_every", "eval_episodes", "log_every", "episode_len",
                 "hidden_dim", "latent_dim", "learning_rate", "vae_clamper", "max_latent_action",
-                "max_weight", "reward_scale")
+                "max_weight", "reward_scale", "checkpoint_every_minutes")
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise LSPCError(f"{name} must be positive, got {getattr(cfg, name)}")

@@ -7,7 +7,8 @@ One file, top to bottom like the paper:
   3. the trainer: ``LSPC.train(batch) -> metrics``, one gradient step and nothing else;
   4. the two policies that come out of one run: LSPC-S (restricted latent prior) and
      LSPC-O (reward-optimized latent encoder), plus the unrestricted CVAE policy;
-  5. the training loop: data, evaluation, logging, checkpoints, resume.
+  5. what the shared training loop (``lspc/training.py``: run directory, evaluation schedule,
+     checkpoints, resume, faults) needs from LSPC, and ``main``.
 The spec (shared LSPC_SPEC.md) lists where the authors' release and the paper differ and which
 behaviour we follow; the README has the short table.
 
@@ -19,28 +20,20 @@ import contextlib
 import copy
 import functools
 import os
-import signal
-import sys
-import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from lspc import LSPCError
-from lspc.checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lspc import LSPCError, training
 from lspc.data import TransitionBuffer, load_dataset
-from lspc.envs import make_env
-from lspc.evaluation import Evaluator, better_than, episode_seeds, summarize
-from lspc.run_logger import RunLogger, truncate_metrics
+from lspc.training import Method
 from lspc_iql_configs import TrainConfig, config_dict, load_config
 
 # osrl prints a notice about an optional package (used by its CDT baseline) on import
 with contextlib.redirect_stdout(open(os.devnull, "w")):
-    from osrl.common.exp_util import seed_all
     from osrl.common.net import mlp
 
 ENCODER_LOG_STD = (-4.0, 15.0)  # CVAE encoder q_alpha
@@ -362,6 +355,16 @@ class LSPC:
         z = torch.randn((obs.shape[0], self.cfg.latent_dim), generator=generator, device=obs.device)
         return self.cvae.decode(obs, z)
 
+    def training_policies(self) -> Dict[str, Any]:
+        """What every evaluation during training scores: LSPC-O and LSPC-S (keys of LSPCMethod.policies)."""
+        return {"o": self.act_lspc_o, "s": self.act_lspc_s}
+
+    def evaluation_policies(self, thresholds: List[float]) -> List[Tuple[str, Any, List[float], Dict]]:
+        """What eval_lspc.py scores, (name, policy, thresholds, notes): every policy at every threshold,
+        since none of them sees the threshold."""
+        policies = (("lspc-o", self.act_lspc_o), ("lspc-s", self.act_lspc_s), ("cvae", self.act_cvae))
+        return [(name, policy, list(thresholds), {}) for name, policy in policies]
+
     def state_dict(self) -> Dict[str, dict]:
         state = {name: getattr(self, name).state_dict() for name in _MODULES}
         state.update({f"{name}_optimizer": opt.state_dict() for name, opt in self.optimizers.items()})
@@ -375,246 +378,49 @@ class LSPC:
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. The training loop
+# 5. Training: what the shared loop (lspc/training.py) needs from LSPC
 # ---------------------------------------------------------------------------------------------
-class NonFiniteLoss(Exception):
-    pass
+class LSPCMethod(Method):
+    """LSPC's data, agent and the two policies every evaluation during training scores. One run
+    serves every cost threshold: cost_limit only names the run and picks its best checkpoints."""
 
+    policies = {"o": ("eval", "model_best_o.pt"), "s": ("eval_star", "model_best_s.pt")}
 
-class Interrupted(Exception):
-    def __init__(self, signum: int, step: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.step = signum, step
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        self.label = cfg.task
 
+    def config_yaml(self) -> str:
+        return pyrallis.dump(self.cfg)
 
-class MetricsWindow:
-    """Sums the step metrics on the device and remembers the first step each went non-finite,
-    so the loop never waits on the device between log points."""
+    def config_dict(self) -> Dict[str, Any]:
+        return config_dict(self.cfg)
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
+    def load_data(self, env) -> Dict[str, Any]:
+        cfg = self.cfg
+        data = load_dataset(env, cfg.dataset_path, density=cfg.density, noise_scale=cfg.noise_scale,
+                            outliers_percent=cfg.outliers_percent, inpaint_ranges=cfg.inpaint_ranges,
+                            cost_limit=cfg.cost_limit, seed=cfg.seed)
+        if cfg.batch_size > len(data["observations"]):
+            raise LSPCError(f"batch_size {cfg.batch_size} is larger than the dataset ({len(data['observations'])} transitions)")
+        return data
 
-    def reset(self) -> None:
-        self.sums = torch.zeros(len(METRIC_NAMES), device=self.device, dtype=torch.float64)
-        self.first_bad = torch.full((len(METRIC_NAMES),), -1, device=self.device, dtype=torch.long)
-        self.count = 0
+    def make_sampler(self, data: Dict[str, Any], device: torch.device) -> TransitionBuffer:
+        cfg = self.cfg
+        return TransitionBuffer(data, device, cfg.seed, reward_scale=cfg.reward_scale,
+                                bootstrap_on_timeout=cfg.bootstrap_on_timeout)
 
-    def add(self, metrics: Dict[str, torch.Tensor], step: int) -> None:
-        values = torch.stack([metrics[name] for name in METRIC_NAMES]).double()
-        self.sums += values
-        newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
-        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.count += 1
-
-    def check_finite(self) -> None:
-        # the earliest step, then the earliest loss in update order: the root cause, not its echoes
-        bad = [(step, i) for i, step in enumerate(self.first_bad.tolist())
-               if step >= 0 and METRIC_NAMES[i].endswith("loss")]
-        if bad:
-            step, i = min(bad)
-            raise NonFiniteLoss(f"{METRIC_NAMES[i]} became NaN or infinite at step {step}")
-
-    def means(self) -> Dict[str, float]:
-        self.check_finite()
-        means = (self.sums / max(self.count, 1)).tolist()
-        self.reset()
-        return {f"train/{name}": value for name, value in zip(METRIC_NAMES, means)}
-
-
-class PhaseClock:
-    """Wall time spent training and evaluating (evaluation includes writing its checkpoints).
-    It waits for the device only when the phase changes, at evaluation points, never per step."""
-
-    def __init__(self, device: torch.device, step: int) -> None:
-        self.device = device
-        self.total = {"train": 0.0, "eval": 0.0}
-        self.since_log = {"train": 0.0, "eval": 0.0}
-        self.phase, self.started, self.logged_step = "train", time.perf_counter(), step
-
-    def switch(self, phase: str) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        for seconds in (self.total, self.since_log):
-            seconds[self.phase] += now - self.started
-        self.phase, self.started = phase, now
-
-    def entries(self, step: int) -> Dict[str, float]:
-        """Training steps per second and evaluation seconds since the last call; the evaluation share
-        of this process's wall time so far."""
-        self.switch(self.phase)
-        entries = {"time/train_steps_per_s": (step - self.logged_step) / max(self.since_log["train"], 1e-9),
-                   "time/eval_s": self.since_log["eval"],
-                   "time/eval_share": self.total["eval"] / max(sum(self.total.values()), 1e-9)}
-        self.since_log = {"train": 0.0, "eval": 0.0}
-        self.logged_step = step
-        return entries
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._previous = {}
-
-    def __enter__(self) -> "StopRequest":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def stop_if_requested(self, step: int, save_latest: Callable[[], None]) -> None:
-        """After a signal: write the latest checkpoint, then raise Interrupted."""
-        if self.signum is not None:
-            save_latest()
-            raise Interrupted(self.signum, step)
-
-
-def prepare_run_dir(cfg: TrainConfig) -> str:
-    """The run directory, created and checked for writing before anything is loaded."""
-    run_dir = cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
-    checkpoint_dir = os.path.join(run_dir, "checkpoint")
-    if cfg.resume is None and os.path.exists(os.path.join(run_dir, "config.yaml")):
-        raise LSPCError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
-                        "or choose another --name")
-    try:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        probe = os.path.join(checkpoint_dir, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as err:
-        raise LSPCError(f"cannot write to the run directory {run_dir} ({err.strerror}); choose another --logdir") from None
-    return run_dir
-
-
-def evaluate_policies(agent: LSPC, evaluator: Evaluator, env, cfg: TrainConfig) -> Dict[str, Dict[str, float]]:
-    """Seeded evaluation of LSPC-O ("eval") and LSPC-S ("eval_star") at the run's cost limit."""
-    seeds = episode_seeds(cfg.seed, cfg.eval_episodes)
-    policies = {"o": agent.act_lspc_o, "s": agent.act_lspc_s}
-    return {key: summarize(env, evaluator.run(policy, seeds, cfg.seed, agent.device), cfg.cost_limit)
-            for key, policy in policies.items()}
-
-
-def eval_log_entries(scores: Dict[str, Dict[str, float]]) -> Dict[str, float]:
-    entries = {}
-    for key, prefix in (("o", "eval"), ("s", "eval_star")):
-        s = scores[key]
-        entries.update({f"{prefix}/reward": s["reward"], f"{prefix}/cost": s["cost"], f"{prefix}/length": s["length"],
-                        f"normalized_{prefix}/reward": s["normalized_reward"],
-                        f"normalized_{prefix}/cost": s["normalized_cost"]})
-    return entries
+    def make_agent(self, env, device: torch.device, data: Optional[Dict[str, Any]] = None) -> "LSPC":
+        return LSPC.for_env(env, self.cfg, device)
 
 
 def train(cfg: TrainConfig) -> str:
     """Train LSPC as configured; returns the run directory."""
-    device = torch.device(cfg.device)
-    run_dir = prepare_run_dir(cfg)
-    checkpoint_dir = os.path.join(run_dir, "checkpoint")
-    env = make_env(cfg.task)
-    data = load_dataset(env, cfg.dataset_path, density=cfg.density, noise_scale=cfg.noise_scale,
-                        outliers_percent=cfg.outliers_percent, inpaint_ranges=cfg.inpaint_ranges,
-                        cost_limit=cfg.cost_limit, seed=cfg.seed)
-    if cfg.batch_size > len(data["observations"]):
-        raise LSPCError(f"batch_size {cfg.batch_size} is larger than the dataset ({len(data['observations'])} transitions)")
-
-    seed_all(cfg.seed)
-    evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
-    buffer = TransitionBuffer(data, device, cfg.seed, reward_scale=cfg.reward_scale,
-                              bootstrap_on_timeout=cfg.bootstrap_on_timeout)
-    agent = LSPC.for_env(env, cfg, device)
-    start_step, best, wandb_id = 0, {"o": None, "s": None}, None
-    if cfg.resume is not None:
-        checkpoint = load_checkpoint(os.path.join(checkpoint_dir, "model.pt"), device)
-        agent.load_state_dict(checkpoint["model"])
-        restore_rng_state(checkpoint["rng"], buffer.generator)
-        start_step, best, wandb_id = checkpoint["step"], checkpoint["best"], checkpoint["wandb_id"]
-        truncate_metrics(run_dir, start_step)
-        if start_step >= cfg.max_timesteps:
-            raise LSPCError(f"the run is already at step {start_step}; raise --max_timesteps to train further")
-
-    def write_yaml(f) -> None:
-        f.write(pyrallis.dump(cfg).encode("utf-8"))
-
-    atomic_write_bytes(os.path.join(run_dir, "config.yaml"), write_yaml)
-    logger = RunLogger(run_dir, config_dict(cfg), project=cfg.project, group=cfg.group, name=cfg.name,
-                       wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
-    print(f"run_dir: {run_dir}", flush=True)
-
-    def checkpoint_payload(step: int) -> dict:
-        return {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(buffer.generator),
-                "best": best, "config": config_dict(cfg), "wandb_id": logger.wandb_id}
-
-    def save_latest(step: int) -> None:
-        window.check_finite()  # never save a diverged model
-        save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), checkpoint_payload(step))
-
-    window = MetricsWindow(device)
-    clock = PhaseClock(device, start_step)
-    bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
-               desc=cfg.task, mininterval=2.0, dynamic_ncols=True)
-    try:
-        with StopRequest() as stop:
-            for step in range(start_step + 1, cfg.max_timesteps + 1):
-                window.add(agent.train(buffer.sample(cfg.batch_size)), step)
-                bar.update(1)
-                if step % cfg.log_every == 0:
-                    logger.log(step, window.means())
-                if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
-                    window.check_finite()  # never evaluate or save a diverged model
-                    clock.switch("eval")
-                    scores = evaluate_policies(agent, evaluator, env, cfg)
-                    logger.log(step, {**eval_log_entries(scores), **clock.entries(step)})
-                    bar.set_postfix({f"{k}_{m}": round(scores[k][f"normalized_{m}"], 3)
-                                     for k in ("o", "s") for m in ("reward", "cost")})
-                    improved = {key: better_than(scores[key], best[key]) for key in best}
-                    for key in best:
-                        if improved[key]:
-                            best[key] = {"step": step, **scores[key]}
-                    payload = checkpoint_payload(step)
-                    save_checkpoint(os.path.join(checkpoint_dir, "model.pt"), payload)
-                    for key in best:
-                        if improved[key]:
-                            save_checkpoint(os.path.join(checkpoint_dir, f"model_best_{key}.pt"), payload)
-                    clock.switch("train")
-                stop.stop_if_requested(step, lambda: save_latest(step))
-    finally:
-        for resource in (bar, logger, evaluator, env):
-            resource.close()
-    return run_dir
-
-
-def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], train_fn: Callable[[Any], str],
-                     argv: Optional[List[str]] = None) -> None:
-    """The exit contract every training script shares: bad input 2, divergence 1, a signal 128 + its
-    number (after the checkpoint is written), with one line saying what to do next."""
-    try:
-        cfg = load_config_fn(argv)
-        run_dir = train_fn(cfg)
-    except LSPCError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as err:
-        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as err:
-        run_dir = cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
-        print(f"interrupted by {err} at step {err.step}; checkpoint saved; continue with --resume {run_dir}",
-              file=sys.stderr)
-        sys.exit(128 + err.signum)
-    print(f"done: {run_dir}")
+    return training.train(LSPCMethod(cfg))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    run_training_cli(load_config, train, argv)
+    training.run_training_cli(load_config, LSPCMethod, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ start seed ``seeds[i]``, and the policy sees the whole batch in one forward per 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +22,19 @@ from lspc.envs import check_task, make_env, numpy_state_kept
 
 # obs batch (n, obs_dim) float32 on the policy's device, generator -> actions (n, act_dim)
 BatchPolicy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class EpisodicPolicy(Protocol):
+    """A batched policy with per-episode state (CDT's history, return-to-go and cost-to-go): the
+    evaluator calls ``reset(n)`` when its ``n`` episodes start, the policy once per step, and
+    ``observe(rewards, costs)`` with each step's outcome. Rows of episodes that have ended keep
+    being fed (their values are ignored), as for every policy."""
+
+    def reset(self, num_episodes: int) -> None: ...
+
+    def __call__(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def observe(self, rewards: np.ndarray, costs: np.ndarray) -> None: ...
 VECTOR_MODES = ("lockstep", "sync", "async")
 ONE_ENV_PER_PROCESS = ("metadrive",)  # suites whose simulator allows one live env per process
 # what one step of a batch of envs gives back: next observations, rewards, costs, episode ended
@@ -159,12 +172,15 @@ class Evaluator:
         self.envs = (_LockstepEnvs(make, num_envs) if vector == "lockstep"
                      else _VectorEnvs(make, num_envs, asynchronous=vector == "async"))
 
-    def run(self, policy: BatchPolicy, seeds: Sequence[int], policy_seed: int,
+    def run(self, policy: BatchPolicy | EpisodicPolicy, seeds: Sequence[int], policy_seed: int,
             device: torch.device) -> Dict[str, np.ndarray]:
         """Per-episode raw ``reward``, ``cost`` and ``length`` arrays."""
         generator = torch.Generator(device=device)
         generator.manual_seed(policy_seed)
+        episodic = hasattr(policy, "observe")
         obs = self.envs.reset(seeds)
+        if episodic:
+            policy.reset(len(seeds))
         n = len(seeds)
         reward, cost, length = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
@@ -175,6 +191,8 @@ class Evaluator:
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 actions = policy(obs_t, generator).cpu().numpy()
             next_obs, step_reward, step_cost, done = self.envs.step(actions, running, obs)
+            if episodic:
+                policy.observe(step_reward, step_cost)
             reward[running] += step_reward[running]
             cost[running] += step_cost[running]
             length[running] += 1

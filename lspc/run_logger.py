@@ -55,8 +55,10 @@ class RunLogger:
 
 
 def read_metrics(run_dir: str) -> list:
+    """The logged rows. A last line cut short by a killed process (no newline yet) is not a row."""
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 def truncate_metrics(run_dir: str, last_step: int) -> None:

@@ -27,7 +27,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from lspc.envs import make_env  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
-from train_lspc_iql import LSPC, METRIC_NAMES, MetricsWindow  # noqa: E402
+from lspc.training import MetricsWindow  # noqa: E402
+from train_lspc_iql import LSPC, METRIC_NAMES  # noqa: E402
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:

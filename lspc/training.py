@@ -1,0 +1,424 @@
+"""The one training loop every method uses: run directory, checkpoints, evaluation schedule, resume,
+signals, faults and the exit contract.
+
+A method supplies only what is its own (a ``Method``): how its data is loaded, how its batch
+sampler and its agent are built, and the names of the policies training evaluates. Its agent
+supplies ``train(batch) -> metrics`` (one update and nothing else), ``training_policies()`` (batched
+policies for ``lspc.evaluation.Evaluator``) and a complete ``state_dict``. Everything here is shared:
+
+- ``<run_dir>/config.yaml`` and ``metrics.jsonl`` (plus wandb), a progress bar;
+- the metrics window: means between log points, NaN/inf detection on the device without per-step syncs;
+- evaluation every ``eval_every`` steps and at the end; per policy a best checkpoint, feasibility first;
+- ``checkpoint/model.pt`` at every evaluation and at least every ``checkpoint_every_minutes`` of wall
+  time, atomic and complete (model, optimizers, RNG streams, the metrics window, best scores), so a
+  resumed run, after a signal or a SIGKILL, continues bit for bit;
+- one process per run directory (a lock that dies with its process); a directory without a
+  checkpoint is not a run and is started afresh;
+- exit status: 2 bad input, 1 divergence or a failed checkpoint write, 128 + n after signal n.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
+
+import gymnasium as gym
+import torch
+from tqdm.auto import tqdm
+
+from lspc import LSPCError
+from lspc.checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lspc.envs import make_env
+from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
+from lspc.run_logger import RunLogger, truncate_metrics
+
+Metric = Union[torch.Tensor, float]
+LATEST = "model.pt"
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class CheckpointWriteError(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.step = signum, step
+
+
+class Agent(Protocol):
+    device: torch.device
+
+    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, Metric]: ...
+
+    def training_policies(self) -> Dict[str, BatchPolicy]: ...
+
+    def state_dict(self) -> Dict[str, Any]: ...
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+
+
+class Sampler(Protocol):
+    generator: torch.Generator
+
+    def sample(self, batch_size: int) -> Dict[str, torch.Tensor]: ...
+
+
+class Method(abc.ABC):
+    """A method's own part of a training run. ``cfg`` is its config dataclass; the loop reads the
+    fields every method has: task, seed, cost_limit, episode_len, the schedule (max_timesteps,
+    batch_size, eval_every, eval_episodes, log_every, checkpoint_every_minutes), logdir, group,
+    name, project, device, wandb_mode and resume."""
+
+    label: str  # the progress bar's title
+    # policy key of ``Agent.training_policies`` -> (metrics prefix, best-checkpoint file)
+    policies: Dict[str, Tuple[str, str]]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def config_yaml(self) -> str:
+        """``config.yaml``'s text: everything the eval script needs to rebuild the model."""
+
+    @abc.abstractmethod
+    def config_dict(self) -> Dict[str, Any]:
+        """The config as plain values (checkpoints, wandb)."""
+
+    @abc.abstractmethod
+    def load_data(self, env: gym.Env) -> Any:
+        """The training data, checked; called before the random streams are seeded."""
+
+    @abc.abstractmethod
+    def make_sampler(self, data: Any, device: torch.device) -> Sampler:
+        """The training batches, drawn with a generator seeded by cfg.seed; called after seeding."""
+
+    @abc.abstractmethod
+    def make_agent(self, env: gym.Env, device: torch.device, data: Any = None) -> Agent:
+        """The agent sized for ``env``; without data when a checkpoint is about to be loaded into it."""
+
+
+class MetricsWindow:
+    """Sums the step metrics between log points and remembers the first step each went non-finite.
+    Tensors stay on the device (one stack per step, no sync); plain floats are summed on the CPU.
+    The names are fixed by the first step after a reset."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.names: Tuple[str, ...] = ()
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Optional[torch.Tensor] = None
+        self.first_bad: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, metrics: Dict[str, Metric], step: int) -> None:
+        if self.sums is None:
+            self.names = tuple(metrics)
+        elif tuple(metrics) != self.names:
+            raise RuntimeError(f"the step's metrics changed from {list(self.names)} to {list(metrics)}")
+        first = next(iter(metrics.values()), None)
+        if isinstance(first, torch.Tensor):
+            values = torch.stack([metrics[name] for name in self.names]).double()
+        else:
+            values = torch.tensor([float(metrics[name]) for name in self.names], dtype=torch.float64)
+        if self.sums is None:
+            self.sums = torch.zeros_like(values)
+            self.first_bad = torch.full(values.shape, -1, dtype=torch.long, device=values.device)
+        self.sums += values
+        newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.count += 1
+
+    def check_finite(self) -> None:
+        """The earliest step, then losses before other statistics, then update order: the root cause."""
+        if self.first_bad is None:
+            return
+        bad = [(step, not self.names[i].endswith("loss"), i) for i, step in enumerate(self.first_bad.tolist())
+               if step >= 0]
+        if bad:
+            step, _, i = min(bad)
+            raise NonFiniteLoss(f"{self.names[i]} became NaN or infinite at step {step}")
+
+    def means(self) -> Dict[str, float]:
+        self.check_finite()
+        if self.sums is None:
+            return {}
+        means = (self.sums / max(self.count, 1)).tolist()
+        names = self.names
+        self.reset()
+        return {f"train/{name}": value for name, value in zip(names, means)}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The partial window: a run resumed between log points logs the same means."""
+        return {"names": list(self.names), "sums": self.sums, "first_bad": self.first_bad, "count": self.count}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.names, self.count = tuple(state["names"]), state["count"]
+        self.sums, self.first_bad = state["sums"], state["first_bad"]
+
+
+class PhaseClock:
+    """Wall time spent training, evaluating and writing periodic checkpoints. It waits for the
+    device only when the phase changes (evaluation and checkpoint points), never per step."""
+
+    PHASES = ("train", "eval", "checkpoint")
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self.device = device
+        self.total = dict.fromkeys(self.PHASES, 0.0)
+        self.since_log = dict.fromkeys(self.PHASES, 0.0)
+        self.phase, self.started, self.logged_step = "train", time.perf_counter(), step
+
+    def switch(self, phase: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        for seconds in (self.total, self.since_log):
+            seconds[self.phase] += now - self.started
+        self.phase, self.started = phase, now
+
+    @contextlib.contextmanager
+    def timing(self, phase: str):
+        self.switch(phase)
+        try:
+            yield
+        finally:
+            self.switch("train")
+
+    def entries(self, step: int) -> Dict[str, float]:
+        """Training steps per second and evaluation and checkpoint seconds since the last call; their
+        shares of this process's wall time so far."""
+        self.switch(self.phase)
+        wall = max(sum(self.total.values()), 1e-9)
+        entries = {"time/train_steps_per_s": (step - self.logged_step) / max(self.since_log["train"], 1e-9),
+                   "time/eval_s": self.since_log["eval"], "time/eval_share": self.total["eval"] / wall,
+                   "time/checkpoint_s": self.since_log["checkpoint"],
+                   "time/checkpoint_share": self.total["checkpoint"] / wall}
+        self.since_log = dict.fromkeys(self.PHASES, 0.0)
+        self.logged_step = step
+        return entries
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class RunLock:
+    """One training process per run directory. A POSIX record lock on ``<run_dir>/.lock``: the
+    kernel drops it when its process ends however it ends (SIGKILL included), and forked children
+    (async evaluation envs) do not hold it."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.path = os.path.join(run_dir, ".lock")
+        self._file = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.lockf(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise LSPCError(f"{run_dir} is being trained by process {holder}; wait for it to end or stop it "
+                            f"(kill {holder})") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing releases the lock
+
+
+def run_dir_of(cfg: Any) -> str:
+    return cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
+
+
+def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
+    """The run directory, created, writable and locked for this process, and whether to resume.
+    A directory without a checkpoint holds no run (one stopped before its first checkpoint): the
+    original command and ``--resume`` both start it afresh, and say so."""
+    run_dir = run_dir_of(cfg)
+    checkpoint_dir = os.path.join(run_dir, "checkpoint")
+    try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        probe = os.path.join(checkpoint_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise LSPCError(f"cannot write to the run directory {run_dir} ({err.strerror}); choose another --logdir") from None
+    lock = RunLock(run_dir)
+    has_checkpoint = os.path.isfile(os.path.join(checkpoint_dir, LATEST))
+    started = os.path.exists(os.path.join(run_dir, "config.yaml"))
+    if cfg.resume is None and started and has_checkpoint:
+        lock.close()
+        raise LSPCError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
+                        "or choose another --name")
+    if started and not has_checkpoint:
+        print(f"note: {run_dir} has no checkpoint (its run stopped before writing one): starting it afresh "
+              "from step 0", flush=True)
+    return run_dir, lock, cfg.resume is not None and has_checkpoint
+
+
+def eval_log_entries(prefix: str, scores: Dict[str, float]) -> Dict[str, float]:
+    return {**{f"{prefix}/{m}": scores[m] for m in ("reward", "cost", "length")},
+            **{f"normalized_{prefix}/{m}": scores[f"normalized_{m}"] for m in ("reward", "cost")}}
+
+
+def _seed_all(seed: int) -> None:
+    with contextlib.redirect_stdout(open(os.devnull, "w")):  # osrl prints a notice about CDT's package
+        from osrl.common.exp_util import seed_all
+    seed_all(seed)
+
+
+def train(method: Method) -> str:
+    """Train ``method`` as its config says; returns the run directory."""
+    cfg = method.cfg
+    device = torch.device(cfg.device)
+    run_dir, lock, resume = open_run_dir(cfg)
+    checkpoint_dir = os.path.join(run_dir, "checkpoint")
+    resources: List[Any] = [lock]
+    try:
+        env = make_env(cfg.task)
+        resources.append(env)
+        data = method.load_data(env)
+        _seed_all(cfg.seed)
+        evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
+        resources.append(evaluator)
+        sampler = method.make_sampler(data, device)
+        agent = method.make_agent(env, device, data)
+        window = MetricsWindow(device)
+        start_step, wandb_id = 0, None
+        best: Dict[str, Optional[Dict[str, float]]] = dict.fromkeys(method.policies)
+        if resume:
+            checkpoint = load_checkpoint(os.path.join(checkpoint_dir, LATEST), device)
+            agent.load_state_dict(checkpoint["model"])
+            restore_rng_state(checkpoint["rng"], sampler.generator)
+            if "window" in checkpoint:  # checkpoints before periodic checkpoints were taken at log points
+                window.load_state_dict(checkpoint["window"])
+            start_step, best, wandb_id = checkpoint["step"], checkpoint["best"], checkpoint["wandb_id"]
+            if start_step >= cfg.max_timesteps:
+                raise LSPCError(f"the run is already at step {start_step}; raise --max_timesteps to train further")
+        truncate_metrics(run_dir, start_step)  # rows after the checkpoint are logged again
+        atomic_write_bytes(os.path.join(run_dir, "config.yaml"), lambda f: f.write(method.config_yaml().encode()))
+        logger = RunLogger(run_dir, method.config_dict(), project=cfg.project, group=cfg.group, name=cfg.name,
+                           wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
+        resources.append(logger)
+        print(f"run_dir: {run_dir}", flush=True)
+        _loop(method, agent, sampler, evaluator, env, logger, window, best, start_step, checkpoint_dir, resources)
+    finally:
+        for resource in reversed(resources):
+            resource.close()
+    return run_dir
+
+
+def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, env: gym.Env, logger: RunLogger,
+          window: MetricsWindow, best: Dict[str, Any], start_step: int, checkpoint_dir: str,
+          resources: List[Any]) -> None:
+    cfg = method.cfg
+    clock = PhaseClock(agent.device, start_step)
+    saved = {"step": start_step, "time": time.monotonic()}
+
+    def save(step: int, files: List[str]) -> None:
+        window.check_finite()  # never save a diverged model
+        payload = {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(sampler.generator),
+                   "window": window.state_dict(), "best": best, "config": method.config_dict(),
+                   "wandb_id": logger.wandb_id}
+        for name in files:
+            path = os.path.join(checkpoint_dir, name)
+            try:
+                save_checkpoint(path, payload)
+            except OSError as err:
+                kept = f"checkpoint/{LATEST} of step {saved['step']} is kept" if saved["step"] else "no checkpoint was written yet"
+                raise CheckpointWriteError(f"could not write {path} at step {step} ({err.strerror or err}); "
+                                           f"training stopped, {kept}") from None
+        saved.update(step=step, time=time.monotonic())
+
+    def evaluate(step: int) -> None:
+        window.check_finite()  # never evaluate or save a diverged model
+        with clock.timing("eval"):
+            seeds = episode_seeds(cfg.seed, cfg.eval_episodes)
+            scores = {key: summarize(env, evaluator.run(policy, seeds, cfg.seed, agent.device), cfg.cost_limit)
+                      for key, policy in agent.training_policies().items()}
+            entries = {}
+            for key, (prefix, _) in method.policies.items():
+                entries.update(eval_log_entries(prefix, scores[key]))
+            logger.log(step, {**entries, **clock.entries(step)})
+            bar.set_postfix({f"{key or 'eval'}_{m}": round(scores[key][f"normalized_{m}"], 3)
+                             for key in method.policies for m in ("reward", "cost")})
+            improved = [key for key in method.policies if better_than(scores[key], best[key])]
+            for key in improved:
+                best[key] = {"step": step, **scores[key]}
+            save(step, [LATEST] + [method.policies[key][1] for key in improved])
+
+    bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
+               desc=method.label, mininterval=2.0, dynamic_ncols=True)
+    resources.append(bar)
+    checkpoint_seconds = 60.0 * cfg.checkpoint_every_minutes
+    with StopRequest() as stop:
+        for step in range(start_step + 1, cfg.max_timesteps + 1):
+            window.add(agent.train(sampler.sample(cfg.batch_size)), step)
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                logger.log(step, window.means())
+            if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
+                evaluate(step)
+            elif stop.signum is not None or time.monotonic() - saved["time"] >= checkpoint_seconds:
+                with clock.timing("checkpoint"):
+                    save(step, [LATEST])
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, step)
+
+
+def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], method_cls: Callable[[Any], Method],
+                     argv: Optional[List[str]] = None) -> None:
+    """The exit contract every training script shares: bad input 2, divergence or a failed checkpoint
+    write 1, a signal 128 + its number (after the checkpoint is written), with one line saying what
+    to do next."""
+    try:
+        cfg = load_config_fn(argv)
+        run_dir = train(method_cls(cfg))
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLoss as err:
+        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        sys.exit(1)
+    except CheckpointWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as err:
+        print(f"interrupted by {err} at step {err.step}; checkpoint saved; continue with --resume {run_dir_of(cfg)}",
+              file=sys.stderr)
+        sys.exit(128 + err.signum)
+    print(f"done: {run_dir}")
