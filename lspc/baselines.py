@@ -145,8 +145,9 @@ def load_baseline_config(path: str) -> BaselineConfig:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """osrl prints on import and while filtering data; our scripts say what matters themselves."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    """osrl prints on import and while filtering data, and draws progress bars; our scripts say what
+    matters themselves (errors still propagate)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         yield
 
 
@@ -313,8 +314,10 @@ class Baseline:
             return model._actor_forward(obs, deterministic=True, with_logprob=False)[0]
         if self.algo == "coptidice":
             return model.actor(obs, deterministic=True, with_logprob=False)[0]
-        z = torch.randn((obs.shape[0], model.latent_dim), generator=generator, device=obs.device).clamp(-0.5, 0.5)
-        return model.actor(obs, model.vae.decode(obs, z))
+        if self.algo == "bcq-lag":
+            z = torch.randn((obs.shape[0], model.latent_dim), generator=generator, device=obs.device).clamp(-0.5, 0.5)
+            return model.actor(obs, model.vae.decode(obs, z))
+        raise ValueError(f"{self.algo} acts through policy_at(kappa)")
 
     def policy_at(self, kappa: float) -> BatchPolicy:
         """The policy scored at threshold ``kappa``: CDT prompted for it, the others' one policy."""

@@ -132,10 +132,17 @@ class SequenceSampler:
         self.generator.manual_seed(seed)
 
     def sample(self, batch_size: int) -> Dict[str, torch.Tensor]:
+        """Trajectories by osrl's probabilities, each with a uniform start: their windows."""
         g = self.generator
         traj = torch.multinomial(self.prob, batch_size, replacement=True, generator=g)
         length = self.lengths[traj]
         start = (torch.rand(batch_size, generator=g, device=length.device) * length).long().clamp(max=length - 1)
+        return self.gather(traj, start)
+
+    def gather(self, traj: torch.Tensor, start: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The window of ``seq_len`` steps from ``start`` of each trajectory ``traj``, zero past its end
+        (``mask`` 0), as osrl's ``SequenceDataset`` prepares a sample."""
+        length = self.lengths[traj]
         position = start[:, None] + self.window  # [batch, seq_len]
         mask = position < length[:, None]
         index = self.offsets[traj][:, None] + torch.minimum(position, length[:, None] - 1)

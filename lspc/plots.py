@@ -205,3 +205,42 @@ def plot_tradeoff(results: dict, path: str) -> None:
     fig.suptitle(f"{results['task']}: restriction sweep, checkpoint {results['checkpoint']} (step {results['step']}), "
                  f"{results['episodes']} episodes", fontsize=10)
     save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The results table as the papers draw it
+# ---------------------------------------------------------------------------------------------
+def plot_results_table(tasks: Sequence[str], methods: Sequence[str], cells: Sequence[Dict[str, tuple]],
+                       best: Sequence[str | None], path: str, title: str = "") -> None:
+    """One row per task, a (reward, cost) column pair per method: safe cells (normalized cost <= 1)
+    in bold black, unsafe ones grey, the best safe method of each row on a highlighted background."""
+    fig = Figure(figsize=(1.0 + 1.25 * len(methods) + 0.11 * max(len(t) for t in tasks), 0.6 + 0.32 * (len(tasks) + 2)))
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    columns = ["task"] + [label for label in methods]
+    text = [[task] + [("{:.2f} / {:.2f}".format(*row[m]) if m in row else "–") for m in methods]
+            for task, row in zip(tasks, cells)]
+    table = ax.table(cellText=text, colLabels=columns, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1.0, 1.35)
+    for (r, c), cell in table.get_celld().items():
+        cell.set_edgecolor("#cccccc")
+        if r == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#eeeeee")
+            continue
+        if c == 0:
+            cell.set_text_props(ha="left")
+            cell._loc = "left"
+            continue
+        method, row = methods[c - 1], cells[r - 1]
+        if method not in row:
+            continue
+        safe = row[method][1] <= 1.0
+        cell.set_text_props(weight="bold" if safe else "normal", color="black" if safe else "#9a9a9a")
+        if method == best[r - 1]:
+            cell.set_facecolor("#cfe8cf")
+    ax.set_title(title or "normalized reward / cost; bold: safe (cost <= 1), grey: unsafe, green: best safe",
+                 fontsize=8)
+    save_png(fig, path)

@@ -4,13 +4,14 @@
 
 One row per task: per method, the normalized reward and normalized cost averaged over every
 threshold and every seed of the task, as in DSRL and the paper; then, for a suite with several
-tasks, the average over its tasks. Methods side by side: LSPC-O, LSPC-S, the baselines (BC-All,
-BC-Safe, CPQ, BCQ-Lag, COptiDICE), the CVAE, then any other. LSPC and BC-All runs are scored at
-every threshold; BC-Safe, CPQ, BCQ-Lag and COptiDICE runs (one per threshold) only at their own,
-so the check is per method: every seed must cover the same thresholds. Cells of safe methods
+tasks, the average over its tasks. Methods side by side in the paper's order: BC-All, BC-Safe, CDT,
+BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, LSPC-S, LSPC-O, then the CVAE and any other. LSPC, BC-All and CDT
+runs are scored at every threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE runs (one per
+threshold) only at their own, so the check is per method: every seed must cover the same thresholds. Cells of safe methods
 (normalized cost <= 1, decided on the unrounded mean) are bold; the safe method with the highest
-reward is marked with a star. Writes <out>.md and <out>.csv (unrounded values) and prints the
-markdown.
+reward is marked with a star. Writes <out>.md, <out>.csv (unrounded values) and <out>.png (the
+table drawn as the papers show it: safe cells bold, unsafe grey, the best safe method highlighted)
+and prints the markdown.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from lspc import LSPCError  # noqa: E402
 from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
 from lspc.checkpoint import atomic_write_bytes  # noqa: E402
 from lspc.envs import SUITES, check_task  # noqa: E402
+from lspc.plots import plot_results_table  # noqa: E402
 
-METHOD_ORDER = ("lspc-o", "lspc-s", *ALGOS, "cvae")
-LABELS = {"lspc-o": "LSPC-O", "lspc-s": "LSPC-S", "bc-all": "BC-All", "bc-safe": "BC-Safe", "cpq": "CPQ",
-          "bcq-lag": "BCQ-Lag", "coptidice": "COptiDICE", "cvae": "CVAE"}
+METHOD_ORDER = (*ALGOS, "lspc-s", "lspc-o", "cvae")  # the paper's column order, LSPC's ablation last
+LABELS = {"lspc-o": "LSPC-O", "lspc-s": "LSPC-S", "bc-all": "BC-All", "bc-safe": "BC-Safe", "cdt": "CDT",
+          "cpq": "CPQ", "bcq-lag": "BCQ-Lag", "bear-lag": "BEAR-Lag", "coptidice": "COptiDICE", "cvae": "CVAE"}
 RESULTS_FILE = os.path.join("eval", "results.json")
 BEST = "★"
 
@@ -171,11 +173,11 @@ def protocol_note(rows: Sequence[Dict]) -> str:
             kappas.setdefault(row["suite"], set()).update(row["thresholds"])
     note = (f"Each cell: mean over {seeds} seed{'s' if counts != [1] else ''} × the thresholds κ "
             f"({'; '.join(f'{suite}: {_kappas(k)}' for suite, k in kappas.items())}). "
-            f"{', '.join(per_seed)}: one model per seed, scored at every threshold.")
+            f"{', '.join(per_seed)}: one model per seed, scored at every threshold"
+            + (" (CDT prompted with each threshold's target return and cost)." if "cdt" in methods else "."))
     if per_kappa:
         note += (f" {', '.join(per_kappa)}: trained once per threshold and scored at that κ only"
-                 " (BC-Safe on the trajectories with cost return <= κ; CPQ, BCQ-Lag and COptiDICE with κ as"
-                 " their cost limit).")
+                 " (BC-Safe on the trajectories with cost return <= κ; the others with κ as their cost limit).")
     return note
 
 
@@ -215,15 +217,19 @@ def csv_text(rows: Sequence[Dict]) -> str:
 
 
 def write_table(paths: Sequence[str], out: str) -> str:
-    """Build the table of every results.json under ``paths``, write <out>.md and <out>.csv; returns
-    the markdown. Raises LSPCError on bad or inconsistent results."""
+    """Build the table of every results.json under ``paths``, write <out>.md, <out>.csv and the
+    figure <out>.png; returns the markdown. Raises LSPCError on bad or inconsistent results."""
     rows = build_rows(find_results(paths))
     table = markdown(rows)
+    methods = _order(m for row in rows for m in row["cells"])
     try:
         for suffix, text in ((".md", table), (".csv", csv_text(rows))):
             atomic_write_bytes(out + suffix, lambda f, text=text: f.write(text.encode("utf-8")))
+        plot_results_table([row["task"] for row in rows], [_label(m) for m in methods],
+                           [{_label(m): cell for m, cell in row["cells"].items()} for row in rows],
+                           [_label(row["best"]) if row["best"] else None for row in rows], out + ".png")
     except OSError as err:
-        raise LSPCError(f"cannot write {out}.md / .csv ({err.strerror})") from None
+        raise LSPCError(f"cannot write {out}.md / .csv / .png ({err.strerror})") from None
     return table
 
 
@@ -239,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(table)
-    print(f"wrote {args.out}.md and {args.out}.csv")
+    print(f"wrote {args.out}.md, {args.out}.csv and {args.out}.png")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ import torch
 import yaml
 
 import eval_lspc
-from lspc.baselines import ALGOS, OSRL_DEFAULTS, Baseline, config_dict, load_baseline_config, make_buffer, training_data
+from lspc.baselines import (ALGOS, PER_THRESHOLD, Baseline, config_dict, default_hparams, load_baseline_config,
+                            make_sampler, training_data)
 from lspc.checkpoint import load_checkpoint, save_checkpoint
 from lspc.data import load_dataset
 from lspc.envs import make_env
 from lspc.run_logger import read_metrics
+from lspc.training import MetricsWindow, NonFiniteLoss
 from test_eval import load_script, tree_digest
 from test_training import assert_same_state, interrupt_after_first_log
 
@@ -30,8 +32,18 @@ TRAIN_KEYS = {
     "bcq-lag": {"loss_vae", "critic_loss", "cost_critic_loss", "actor_loss", "qc_penalty", "lagrangian"},
     "coptidice": {"chi_loss", "tau_loss", "D_kl", "Df", "td_error", "nu_loss", "lmbda_loss", "actor_loss", "tau",
                   "lmbda"},
+    "cdt": {"nll", "ent", "ent_reg", "all_loss", "act_loss", "cost_loss", "cost_acc", "state_loss", "train_lr"},
+    "bear-lag": {"loss_vae", "critic_loss", "cost_critic_loss", "actor_loss", "mmd_loss", "qc_penalty", "lagrangian",
+                 "alpha_value"},
 }
 EVAL_KEYS = {"eval/reward", "eval/cost", "eval/length", "normalized_eval/reward", "normalized_eval/cost"}
+TIME_KEYS = {"time/train_steps_per_s", "time/eval_s", "time/eval_share", "time/checkpoint_s", "time/checkpoint_share"}
+# the tiny file is too small for CDT's Pareto augmentation (its grid filter keeps no trajectory)
+TINY_DATA_FLAGS = {"cdt": ["--hparam", "augment_percent=0"]}
+
+
+def without_timing(rows):
+    return [{key: value for key, value in row.items() if not key.startswith("time/")} for row in rows]
 
 
 def flags(algo, dataset, logdir, **overrides):
@@ -39,7 +51,8 @@ def flags(algo, dataset, logdir, **overrides):
     values = dict(algo=algo, task=TASK, dataset_path=dataset, logdir=str(logdir), max_timesteps=20, batch_size=64,
                   eval_every=10, log_every=5, eval_episodes=2, hidden_dim=32, wandb_mode="disabled", device="cpu")
     values.update(overrides)
-    return [token for key, value in values.items() if value is not None for token in (f"--{key}", str(value))]
+    return [token for key, value in values.items() if value is not None
+            for token in (f"--{key}", str(value))] + TINY_DATA_FLAGS.get(values["algo"], [])
 
 
 def train(argv):
@@ -82,7 +95,7 @@ def test_run_directory_config_and_checkpoint(runs):
     for algo, (run_dir, stdout, argv) in runs.items():
         assert run_dir.endswith(os.path.join(f"{TASK}-cost-10", f"{algo}-seed0"))
         assert stdout.count("run_dir: ") == 1 and stdout.rstrip().endswith(f"done: {run_dir}")
-        assert sorted(os.listdir(run_dir)) == ["checkpoint", "config.yaml", "metrics.jsonl"]
+        assert sorted(os.listdir(run_dir)) == [".lock", "checkpoint", "config.yaml", "metrics.jsonl"]
         assert sorted(os.listdir(os.path.join(run_dir, "checkpoint"))) == ["model.pt", "model_best.pt"]
         # config.yaml holds the resolved config, and reads back to exactly it
         cfg = train_baseline.load_config(argv)
@@ -91,11 +104,13 @@ def test_run_directory_config_and_checkpoint(runs):
         assert {"algo", "task", "seed", "cost_limit", "dataset_path", "episode_len", "hparams"} <= set(raw)
         assert [raw[key] for key in ("algo", "task", "seed", "cost_limit", "episode_len")] == [algo, TASK, 0, 10, 100]
         assert load_baseline_config(os.path.join(run_dir, "config.yaml")) == cfg
-        widths = {"a_hidden_sizes": [32, 32], "c_hidden_sizes": [32, 32], "vae_hidden_sizes": 32}
-        assert cfg.hparams == {**OSRL_DEFAULTS[algo], **{k: v for k, v in widths.items() if k in OSRL_DEFAULTS[algo]}}
+        defaults = default_hparams(algo, TASK)
+        widths = {"a_hidden_sizes": [32, 32], "c_hidden_sizes": [32, 32], "vae_hidden_sizes": 32, "embedding_dim": 32}
+        changed = {**{k: v for k, v in widths.items() if k in defaults}, **({"augment_percent": 0} if algo == "cdt" else {})}
+        assert cfg.hparams == {**defaults, **changed}
         # the checkpoint: weights only, complete
         checkpoint = torch.load(os.path.join(run_dir, "checkpoint", "model.pt"), weights_only=True)
-        assert set(checkpoint) == {"step", "model", "rng", "best", "config", "wandb_id"}
+        assert set(checkpoint) == {"step", "model", "rng", "window", "best", "config", "wandb_id"}
         assert checkpoint["step"] == 20 and checkpoint["config"] == config_dict(cfg)
         assert {"python", "numpy", "torch", "sampler"} <= set(checkpoint["rng"])
         assert checkpoint["model"]["optimizers"] and checkpoint["model"]["model"]
@@ -104,9 +119,18 @@ def test_run_directory_config_and_checkpoint(runs):
     assert set(cpq["tensors"]) == {"log_alpha"}
     coptidice = load_checkpoint(os.path.join(runs["coptidice"][0], "checkpoint", "model.pt"))["model"]
     assert set(coptidice["tensors"]) == {"tau", "lmbda", "observations_std", "actions_std"}
-    assert set(coptidice["optimizers"]) == {"actor_optim", "nu_optim", "chi_optim", "lmbda_optim", "tau_optim"}
-    bcq_lag = load_checkpoint(os.path.join(runs["bcq-lag"][0], "checkpoint", "model.pt"))["model"]
-    assert set(bcq_lag["controller"]) == {"error_old", "error_integral"}
+    assert set(coptidice["optimizers"]) == {f"model.{name}" for name in
+                                            ("actor_optim", "nu_optim", "chi_optim", "lmbda_optim", "tau_optim")}
+    for algo in ("bcq-lag", "bear-lag"):
+        state = load_checkpoint(os.path.join(runs[algo][0], "checkpoint", "model.pt"))["model"]
+        assert set(state["controller"]) == {"error_old", "error_integral"}
+    bear_lag = load_checkpoint(os.path.join(runs["bear-lag"][0], "checkpoint", "model.pt"))["model"]
+    assert set(bear_lag["tensors"]) == {"log_alpha"} and bear_lag["n_train_steps"] == 20
+    assert set(bear_lag["optimizers"]) == {f"model.{name}_optim" for name in ("actor", "critic", "cost_critic", "vae")}
+    cdt = load_checkpoint(os.path.join(runs["cdt"][0], "checkpoint", "model.pt"))["model"]
+    assert set(cdt["tensors"]) == {"log_temperature"}
+    assert set(cdt["optimizers"]) == {"trainer.optim", "trainer.log_temperature_optimizer"}
+    assert cdt["schedulers"]["scheduler"]["last_epoch"] == 20  # the warm-up schedule's position
 
 
 def test_metrics_are_finite_and_logged_every_log_every(runs):
@@ -121,7 +145,7 @@ def test_metrics_are_finite_and_logged_every_log_every(runs):
         eval_rows = [row for row in rows if "eval/reward" in row]
         assert [row["step"] for row in eval_rows] == [10, 20]
         for row in eval_rows:
-            assert set(row) == {"step"} | EVAL_KEYS
+            assert set(row) == {"step"} | EVAL_KEYS | TIME_KEYS
             assert row["eval/length"] == 100.0
             assert row["normalized_eval/cost"] == pytest.approx(row["eval/cost"] / 10.0)
 
@@ -150,29 +174,32 @@ def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path)
     cfg = train_baseline.load_config(flags(algo, ballrun_file, tmp_path))
     env, device = make_env(TASK), torch.device("cpu")
     data = training_data(cfg, load_dataset(env, ballrun_file))
-    buffer = make_buffer(cfg, data, device)
+    sampler = make_sampler(cfg, data, device)
     agent = Baseline(cfg, env, device, data)
     for _ in range(3):
-        agent.train(buffer.sample(cfg.batch_size))
-    obs = buffer.sample(16)["observations"]
+        agent.train(sampler.sample(cfg.batch_size))
+    obs = torch.as_tensor(data["observations"][:16], dtype=torch.float32)
 
-    def actions(policy, seed):
+    def actions(agent, seed):
         generator = torch.Generator().manual_seed(seed)
+        policy = agent.policy_at(10.0)
+        if hasattr(policy, "reset"):  # CDT: the first step of 16 episodes
+            policy.reset(len(obs))
         return policy(obs, generator)
 
     path = str(tmp_path / "model.pt")
     save_checkpoint(path, {"model": agent.state_dict()})
     fresh = Baseline(cfg, env, device)  # no data: as eval_lspc.py builds it
-    assert not torch.equal(actions(fresh.act, 0), actions(agent.act, 0))
+    assert not torch.equal(actions(fresh, 0), actions(agent, 0))
     fresh.load_state_dict(torch.load(path, weights_only=True)["model"])
-    assert torch.equal(actions(fresh.act, 0), actions(agent.act, 0))
+    assert torch.equal(actions(fresh, 0), actions(agent, 0))
     assert_same_state(fresh.state_dict(), agent.state_dict())
     # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent)
     torch.manual_seed(0)
     global_state = torch.get_rng_state()
-    assert torch.equal(actions(agent.act, 1), actions(agent.act, 1))
+    assert torch.equal(actions(agent, 1), actions(agent, 1))
     assert torch.equal(torch.get_rng_state(), global_state)
-    assert torch.equal(actions(agent.act, 1), actions(agent.act, 2)) == (algo != "bcq-lag")
+    assert torch.equal(actions(agent, 1), actions(agent, 2)) == (algo != "bcq-lag")
     env.close()
 
 
@@ -182,9 +209,9 @@ def test_resume_is_bit_exact(algo, runs, ballrun_file, tmp_path):
     run_dir, _ = train(flags(algo, ballrun_file, tmp_path, max_timesteps=10))
     assert train([*flags(algo, ballrun_file, tmp_path), "--resume", run_dir])[0] == run_dir
     straight, resumed = (load_checkpoint(os.path.join(d, "checkpoint", "model.pt")) for d in (runs[algo][0], run_dir))
-    for key in ("step", "model", "rng", "best"):
+    for key in ("step", "model", "rng", "window", "best"):
         assert_same_state(resumed[key], straight[key], key)
-    assert read_metrics(run_dir) == read_metrics(runs[algo][0])
+    assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(runs[algo][0]))
 
 
 def test_eval_lspc_scores_a_baseline_run_like_lspc(runs):
@@ -193,17 +220,22 @@ def test_eval_lspc_scores_a_baseline_run_like_lspc(runs):
         eval_lspc.main([run_dir, "--checkpoint", "best", "--eval_episodes", "2", "--seed", "0"])
         with open(os.path.join(run_dir, "eval", "results.json")) as f:
             results = json.load(f)
-        per_threshold = algo != "bc-all"
+        per_threshold = algo in PER_THRESHOLD
         assert results["thresholds"] == ([10.0] if per_threshold else [10.0, 20.0, 40.0])
         assert (results["algo"], results["cost_limit"], results["checkpoint"], list(results["policies"])) == \
             (algo, 10.0, "best", [algo])
         entry = results["policies"][algo]
         assert set(entry["thresholds"]) == ({"10"} if per_threshold else {"10", "20", "40"})
         for kappa, scores in entry["thresholds"].items():
-            assert scores["normalized_cost"] == pytest.approx(entry["cost"] / float(kappa))
-        # the same seeded episodes as training's evaluation of that checkpoint: the same returns
+            # CDT is prompted per threshold: each threshold has episodes, and raw means, of its own
+            cost = scores["cost"] if algo == "cdt" else entry["cost"]
+            assert scores["normalized_cost"] == pytest.approx(cost / float(kappa))
+        if algo == "cdt":
+            assert [entry["thresholds"][k]["prompt"] for k in ("10", "20", "40")] == [[500, 10], [500, 20], [700, 40]]
+        # the same seeded episodes as training's evaluation of that checkpoint (CDT: prompted for 10): the same returns
         logged = next(row for row in read_metrics(run_dir) if row["step"] == results["step"] and "eval/reward" in row)
-        assert (entry["reward"], entry["cost"]) == (logged["eval/reward"], logged["eval/cost"])
+        scored = entry["thresholds"]["10"] if algo == "cdt" else entry
+        assert (scored["reward"], scored["cost"]) == (logged["eval/reward"], logged["eval/cost"])
         assert sorted(os.listdir(os.path.join(run_dir, "eval"))) == ["results.json", "results.md"]
         after = tree_digest(run_dir)
         assert {k: v for k, v in after.items() if not k.startswith("eval")} == before
@@ -213,7 +245,7 @@ def test_eval_lspc_scores_a_baseline_run_like_lspc(runs):
     (["--cost_limits", "20", "40"], "cpq was trained for cost limit 10, so its score at --cost_limits 20 40 would "
                                     "mean nothing"),
     (["--eps_s", "0.5"], "only LSPC runs take --eps_s"),
-    (["--policies", "lspc-o"], "only LSPC runs take --policies"),
+    (["--policies", "lspc-o"], "unknown policies ['lspc-o']; "),
     (["--checkpoint", "best_o"], "is a cpq run: --checkpoint must be one of ['latest', 'best'], got 'best_o'"),
     (["--state_step", "5"], "--state_step applies to LSPC runs"),
 ])
@@ -228,22 +260,30 @@ def test_eval_lspc_refuses_what_does_not_apply_to_a_baseline(runs, capsys, argv,
     assert tree_digest(run_dir) == before
 
 
-def test_stats_window_averages_and_names_the_first_non_finite_statistic():
-    window = train_baseline.StatsWindow()
+def test_metrics_window_averages_and_names_the_first_non_finite_statistic():
+    window = MetricsWindow(torch.device("cpu"))
     for step, (loss, other) in enumerate([(1.0, 2.0), (3.0, float("inf")), (float("nan"), 0.0)], start=1):
-        window.begin_step(step)
-        window.store(**{"loss/actor_loss": loss, "loss/alpha_value": other})
-    with pytest.raises(train_baseline.NonFiniteLoss, match="alpha_value became NaN or infinite at step 2"):
+        window.add({"actor_loss": loss, "alpha_value": other}, step)
+    with pytest.raises(NonFiniteLoss, match="alpha_value became NaN or infinite at step 2"):
         window.means()
-    window = train_baseline.StatsWindow()
+    window = MetricsWindow(torch.device("cpu"))
     for step in (1, 2):
-        window.begin_step(step)
-        window.store(**{"loss/actor_loss": float(step)})
+        window.add({"actor_loss": float(step)}, step)
     assert window.means() == {"train/actor_loss": 1.5} and window.means() == {}
+    # at the same step a loss is named before the statistics it poisons, whatever their order
+    window.add({"q_mean": torch.tensor(float("nan")), "q_loss": torch.tensor(float("inf"))}, 7)
+    with pytest.raises(NonFiniteLoss, match="q_loss became NaN or infinite at step 7"):
+        window.check_finite()
 
 
 @pytest.mark.parametrize("change,expected", [
-    (dict(algo="sac"), "unknown algo 'sac'; expected one of bc-all, bc-safe, cpq, bcq-lag, coptidice"),
+    (dict(algo="sac"), "unknown algo 'sac'; expected one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice"),
+    (dict(algo="cdt", cost_limit=30), "cdt has no prompt for cost limit 30 (it has prompts for 10, 20, 40); give one "
+                                      "with --prompt 30=RETURN,COST"),
+    (dict(prompt="10=500,10"), "--prompt applies to cdt only, not cpq"),
+    (dict(algo="cdt", prompt="10=500"), "--prompt '10=500': expected KAPPA=RETURN,COST"),
+    (dict(hparam="nope=1"), "--hparam 'nope=1': expected NAME=VALUE with NAME one of cpq's hyperparameters"),
+    (dict(checkpoint_every_minutes=0), "checkpoint_every_minutes must be positive, got 0.0"),
     (dict(task="OfflineBallRun-v9"), "unknown task 'OfflineBallRun-v9'"),
     (dict(dataset_path="/nonexistent/data.hdf5"), "dataset file '/nonexistent/data.hdf5' does not exist"),
     (dict(batch_size=0), "batch_size must be positive, got 0"),
@@ -253,7 +293,7 @@ def test_stats_window_averages_and_names_the_first_non_finite_statistic():
     (dict(max_time=5), "unrecognized arguments: --max_time 5"),  # abbreviations are not taken
     (dict(latent_dim=8), "unrecognized arguments: --latent_dim 8"),
     (dict(wandb_mode="sometimes"), "wandb_mode must be one of ['online', 'offline', 'disabled']"),
-    (dict(algo=None), "--algo is required (one of bc-all, bc-safe, cpq, bcq-lag, coptidice)"),
+    (dict(algo=None), "--algo is required (one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice)"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(ballrun_file, tmp_path, capsys, change, expected):
     with pytest.raises(SystemExit) as exit_info:
