@@ -295,10 +295,12 @@ def eval_log_entries(prefix: str, scores: Dict[str, float]) -> Dict[str, float]:
             **{f"normalized_{prefix}/{m}": scores[f"normalized_{m}"] for m in ("reward", "cost")}}
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """osrl's seed_all (Python, numpy, torch and CUDA generators; cuDNN deterministic), which every
+    method's data and initialization draw from."""
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # osrl prints a notice about CDT's package
-        from osrl.common.exp_util import seed_all
-    seed_all(seed)
+        from osrl.common.exp_util import seed_all as osrl_seed_all
+    osrl_seed_all(seed)
 
 
 def train(method: Method) -> str:
@@ -312,7 +314,7 @@ def train(method: Method) -> str:
         env = make_env(cfg.task)
         resources.append(env)
         data = method.load_data(env)
-        _seed_all(cfg.seed)
+        seed_all(cfg.seed)
         evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
         resources.append(evaluator)
         sampler = method.make_sampler(data, device)

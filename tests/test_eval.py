@@ -324,7 +324,7 @@ def test_make_table_averages_thresholds_and_seeds(tmp_path, capsys):
     assert markdown == capsys.readouterr().out.split("wrote ")[0].rstrip("\n") + "\n"
     table_row = next(line for line in markdown.splitlines() if line.startswith(f"| {task}"))
     # bold exactly on the safe cells: lspc-s (cost exactly 1) and cvae; lspc-o (1.28) plain; star on lspc-s
-    assert table_row == f"| {task} | 0.70 | 1.28 | **0.35** ★ | **1.00** | **0.15** | **0.15** | 2 |"
+    assert table_row == f"| {task} | **0.35** ★ | **1.00** | 0.70 | 1.28 | **0.15** | **0.15** | 2 |"
 
 
 def test_make_table_suite_average_and_bad_input(tmp_path, capsys):

@@ -114,9 +114,10 @@ def test_sweep_trains_evaluates_and_tabulates(sweep):
             assert float(row[f"{policy}_normalized_{what}"]) == pytest.approx(expected, abs=1e-12)
     with open(os.path.join(logdir, "table.md")) as f:
         table = f.read()
-    assert table.splitlines()[0].startswith(
-        "| task | LSPC-O reward ↑ | LSPC-O cost ↓ | LSPC-S reward ↑ | LSPC-S cost ↓ "
-        "| BC-All reward ↑ | BC-All cost ↓ | CVAE reward ↑")
+    assert table.splitlines()[0].startswith(  # the paper's order: baselines, LSPC-S, LSPC-O; the ablation last
+        "| task | BC-All reward ↑ | BC-All cost ↓ | LSPC-S reward ↑ | LSPC-S cost ↓ "
+        "| LSPC-O reward ↑ | LSPC-O cost ↓ | CVAE reward ↑")
+    assert os.path.getsize(os.path.join(logdir, "table.png")) > 0
     assert "mean over 2 seeds × the thresholds κ (bullet: 10, 20, 40)" in table
     assert "wrote " + os.path.join(str(logdir), "table.md") in result.stdout
 
@@ -129,7 +130,8 @@ def test_second_sweep_skips_everything(sweep, dataset_dir):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 runs, 4 already done (skipped), 0 to run" in result.stdout and result.stdout.count("skipped  ") == 4
     changed = {path for path, mtime in mtimes(logdir).items() if before.get(path) != mtime}
-    assert changed == {os.path.join(str(logdir), name) for name in ("table.md", "table.csv")}  # nothing retrained
+    # nothing retrained: only the table is written again
+    assert changed == {os.path.join(str(logdir), name) for name in ("table.md", "table.csv", "table.png")}
     assert sorted(os.listdir(os.path.join(logdir, "submitit"))) == jobs_before  # nothing submitted
     assert elapsed < first / 2, (elapsed, first)
 
@@ -193,7 +195,7 @@ def test_dry_run_prints_the_commands_and_runs_nothing(dataset_dir, tmp_path, cap
 
 @pytest.mark.parametrize("change, expected", [
     (("--tasks", "OfflineNoSuchTask-v0"), "unknown task 'OfflineNoSuchTask-v0'"),
-    (("--methods", "cdt"), "unknown method 'cdt'"),
+    (("--methods", "fisor"), "unknown method 'fisor'"),
     (("--dataset_dir", "{empty}"), "no dataset file {empty}/OfflineBallRun-v0.hdf5"),
     (("--method_extra", "fisor=--x 1"), "--method_extra takes METHOD=ARGS"),
     (("--seeds", "-1"), "seeds must be >= 0"),
@@ -302,12 +304,12 @@ def test_make_table_per_threshold_baselines(tmp_path, capsys):
     assert row["best_safe"] == "bc-safe"
     markdown = open(out + ".md").read()
     header = markdown.splitlines()[0]
-    order = ["LSPC-O", "LSPC-S", "BC-All", "BC-Safe", "CPQ", "CVAE", "MY-ALGO"]
+    order = ["BC-All", "BC-Safe", "CPQ", "LSPC-S", "LSPC-O", "CVAE", "MY-ALGO"]
     positions = [header.index(f"| {name} reward") for name in order]
     assert positions == sorted(positions)
     note = markdown.splitlines()[-1]
     assert note.startswith("Each cell: mean over 2 seeds × the thresholds κ (bullet: 10, 20, 40). ")
-    assert "LSPC-O, LSPC-S, BC-All, CVAE, MY-ALGO: one model per seed, scored at every threshold" in note
+    assert "BC-All, LSPC-S, LSPC-O, CVAE, MY-ALGO: one model per seed, scored at every threshold" in note
     assert "BC-Safe, CPQ: trained once per threshold and scored at that κ only (BC-Safe on the trajectories " \
            "with cost return <= κ" in note
     capsys.readouterr()
