@@ -11,6 +11,8 @@ import torch
 
 from lspc import LSPCError
 
+TEMP_PREFIX = ".tmp-"  # atomic_write_bytes' temporary files: only a killed writer leaves one behind
+
 
 def atomic_write_bytes(path: str, write) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``.
@@ -18,7 +20,7 @@ def atomic_write_bytes(path: str, write) -> None:
     A crash mid-write leaves the previous file intact; readers never see a partial one.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
     umask = os.umask(0)
     os.umask(umask)
     try:

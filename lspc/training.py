@@ -33,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lspc import LSPCError
-from lspc.checkpoint import atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state,
+                             save_checkpoint)
 from lspc.envs import make_env
 from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
 from lspc.run_logger import RunLogger, truncate_metrics
@@ -278,6 +279,10 @@ def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
     except OSError as err:
         raise LSPCError(f"cannot write to the run directory {run_dir} ({err.strerror}); choose another --logdir") from None
     lock = RunLock(run_dir)
+    for directory in (run_dir, checkpoint_dir):  # partial writes of a killed process (atomic_write_bytes' temp files)
+        for name in os.listdir(directory):
+            if name.startswith(TEMP_PREFIX):
+                os.remove(os.path.join(directory, name))
     has_checkpoint = os.path.isfile(os.path.join(checkpoint_dir, LATEST))
     started = os.path.exists(os.path.join(run_dir, "config.yaml"))
     if cfg.resume is None and started and has_checkpoint:
