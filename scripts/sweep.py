@@ -2,7 +2,7 @@
 or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
 
     python scripts/sweep.py --executor local|slurm (--tasks T [T ...] | --suite bullet ...) \\
-        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cpq bcq-lag coptidice] --logdir DIR \\
+        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cdt bcq-lag bear-lag cpq coptidice] --logdir DIR \\
         [--dataset_dir DIR] [--jobs N] [--threads_per_job 1] [--max_timesteps N] [--eval_every N] \\
         [--eval_episodes N] [--extra="ARGS"] [--method_extra "METHOD=ARGS" ...] [--eval_extra="ARGS"] \\
         [--slurm_partition P] [--slurm_time_min M] [--slurm_gpus_per_job G] [--slurm_cpus_per_job C] \\
