@@ -64,6 +64,7 @@ class TrainConfig:
     vae_beta: float = 0.5  # KL coefficient of the CVAE's ELBO
     kl_reduction: str = "mean"  # mean (release) or sum over latent dims
     safe_qc_vc_threshold: float = 999.0  # CVAE weight 0 where Qc or Vc exceeds it (999 = off)
+    clamp_cost_value: bool = False  # True: the release's Vc(s) >= 0 in the cost V loss and the CVAE weights
     reward_scale: float = 1.0  # scales data rewards for training only; evaluation reports raw returns
     bootstrap_on_timeout: bool = False  # False: done = terminal OR timeout (release); True: time-limit cuts bootstrap
     # --- the two policies (spec section 4)
