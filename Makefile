@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
 
-.PHONY: install install-suites demo test datasets clean-venv
+.PHONY: install install-suites demo test test-slurm datasets clean-venv
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ $(DATA_DIR)/%.hdf5: | $(STAMP)
 
 test: install install-suites
 	$(PY) -m pytest -q tests
+
+# The sweep on a real Slurm cluster, requeue included (tests/test_slurm.py): a failure, not a skip, when
+# no cluster answers. `scripts/slurm_cluster.sh start` starts the one-node test cluster it defaults to.
+LSPC_SLURM_DIR ?= /tmp/lspc-slurm
+test-slurm: install
+	SLURM_CONF=$${SLURM_CONF:-$(LSPC_SLURM_DIR)/slurm.conf} LSPC_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/test_slurm.py
 
 clean-venv:
 	rm -rf $(VENV)

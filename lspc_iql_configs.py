@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from lspc import LSPCError
+from lspc.data import density_bins
 from lspc.envs import ALL_TASKS, check_task
 from lspc.run_logger import WANDB_MODES
 
@@ -32,7 +33,7 @@ class TrainConfig:
     seed: int = 0
     cost_limit: float = 10.0  # used for normalized cost, model selection and the run's group name only
     dataset_path: Optional[str] = None  # a DSRL-layout hdf5 file; None = dsrl's download
-    density: float = 1.0  # dsrl pre_process_data: grid-filter density (< 1 thins trajectories)
+    density: float = 1.0  # < 1: dsrl's grid filter thins trajectories, bins from dsrl.infos.DENSITY_CFG
     noise_scale: Optional[float] = None  # dsrl pre_process_data: observation noise
     outliers_percent: Optional[float] = None  # dsrl pre_process_data: augmented outliers
     inpaint_ranges: Optional[List[List[float]]] = None  # dsrl pre_process_data: [[cmin, cmax, rmin, rmax], ...]
@@ -65,6 +66,7 @@ class TrainConfig:
     vae_beta: float = 0.5  # KL coefficient of the CVAE's ELBO
     kl_reduction: str = "mean"  # mean (release) or sum over latent dims
     safe_qc_vc_threshold: float = 999.0  # CVAE weight 0 where Qc or Vc exceeds it (999 = off)
+    clamp_cost_value: bool = False  # True: the release's Vc(s) >= 0 in the cost V loss and the CVAE weights
     reward_scale: float = 1.0  # scales data rewards for training only; evaluation reports raw returns
     bootstrap_on_timeout: bool = False  # False: done = terminal OR timeout (release); True: time-limit cuts bootstrap
     # --- the two policies (spec section 4)
@@ -239,6 +241,7 @@ def validate(cfg: TrainConfig) -> None:
         raise LSPCError(f"iql_tau (the expectile) must be in (0, 1), got {cfg.iql_tau}")
     if not 0 < cfg.density <= 1:
         raise LSPCError(f"density must be in (0, 1], got {cfg.density}")
+    density_bins(cfg.task, cfg.density)
     choices = {"lspc_s_sampling": LSPC_S_SAMPLING, "lspc_o_sampling": LSPC_O_SAMPLING,
                "kl_reduction": KL_REDUCTIONS, "wandb_mode": WANDB_MODES}
     for name, allowed in choices.items():

@@ -265,7 +265,10 @@ class LSPC:
         # (3) cost V: u = V_c - max(Q_c); over-shooting costs xi, so V_c settles at the lower
         # expectile of Q_c: the cost-to-go of the safest in-distribution actions
         cost_v = self.cost_value(s)
-        cost_value_loss = expectile_loss(cost_v - cost_q_target, cfg.iql_tau)
+        # the release's clamp (spec section 6 row 4, off by default): V_c(s) >= 0 here and in (5),
+        # so V_c gets no gradient where it is negative; cost_v_mean logs the network's own output
+        cost_v_used = cost_v.clamp(min=0.0) if cfg.clamp_cost_value else cost_v
+        cost_value_loss = expectile_loss(cost_v_used - cost_q_target, cfg.iql_tau)
 
         # (4) cost Q: c + gamma * V_c(s')
         qc = self.cost_q.both(s, a)
@@ -274,7 +277,7 @@ class LSPC:
 
         # (5) CVAE: cost-advantage weighted ELBO (eq. 10 / 43); safer-than-average actions weigh more.
         # Squared error is the log-likelihood of a fixed-variance Gaussian decoder.
-        w_cost = cost_weights(cost_v.detach(), cost_q_target, cfg.beta_cost, cfg.max_weight, cfg.safe_qc_vc_threshold)
+        w_cost = cost_weights(cost_v_used.detach(), cost_q_target, cfg.beta_cost, cfg.max_weight, cfg.safe_qc_vc_threshold)
         reconstruction, mean, log_std = self.cvae(s, a)
         recon = (reconstruction - a).pow(2).sum(dim=-1)
         kl = gaussian_kl(mean, log_std, cfg.kl_reduction)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lspc import LSPCError
+from lspc.envs import dsrl_infos
 
 DSRL_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
 
@@ -31,9 +32,10 @@ def load_dataset(
 
     dsrl's ``pre_process_data`` (grid filter by density, observation noise, outliers, inpainting)
     runs only when one of its options is set, in a scratch directory because it always saves a
-    PNG into the current one.
+    PNG into the current one. A density below 1 thins with the task's bins of ``density_bins``.
     """
     offline_env = env.unwrapped
+    bins = density_bins(env.spec.id, density)  # refused before any file is read
     if dataset_path is not None and not os.path.isfile(dataset_path):
         raise LSPCError(f"dataset file {dataset_path!r} does not exist")
     _check_file_keys(dataset_path)
@@ -58,8 +60,28 @@ def load_dataset(
                 noise_scale=noise_scale,
                 inpaint_ranges=None if inpaint_ranges is None else tuple(tuple(r) for r in inpaint_ranges),
                 density=density,
+                **bins,
             )
     return data
+
+
+def density_bins(task: str, density: float) -> Dict[str, int]:
+    """The grid filter's settings for ``density`` < 1, from ``dsrl.infos.DENSITY_CFG`` as the
+    authors' code takes them: trajectories are binned by (cost return, reward return) into
+    ``cbins`` x ``rbins`` cells, a cell keeps at most ``max_npb`` of them (drawn at random) and
+    is dropped if it has ``min_npb`` or fewer. dsrl's own defaults would thin every task alike.
+    Density 1 (no filter) needs none."""
+    if density == 1.0:
+        return {}
+    table = dsrl_infos().DENSITY_CFG
+    key = f"{task}_density{density}"
+    if key not in table:
+        listed = sorted(float(name.split("_density")[1]) for name in table if name.startswith(f"{task}_density"))
+        choices = (f"it lists {', '.join(f'{d:g}' for d in listed)} for {task}" if listed
+                   else f"it lists none for {task}")
+        raise LSPCError(f"density {density:g} has no grid-filter bins in dsrl's DENSITY_CFG: {choices} "
+                        "(density 1.0, no filter, works for every task)")
+    return {name: int(table[key][name]) for name in ("cbins", "rbins", "max_npb", "min_npb")}
 
 
 def _check_file_keys(dataset_path: Optional[str]) -> None:

@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import sys
+from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import gymnasium as gym
@@ -105,12 +106,18 @@ def import_suite(suite: str) -> None:
             raise LSPCError(f"{suite} tasks need {_SUITE_INSTALL_HINT[suite]} ({err})") from None
 
 
-def dsrl_reference(task: str) -> Dict[str, float]:
-    """DSRL's reference returns of a task (``dsrl.infos``): reward range and max episode cost."""
-    check_task(task)
+def dsrl_infos() -> ModuleType:
+    """dsrl's table module ``dsrl.infos`` (reference returns, density bins), imported quietly."""
     _import_dsrl()
     from dsrl import infos
 
+    return infos
+
+
+def dsrl_reference(task: str) -> Dict[str, float]:
+    """DSRL's reference returns of a task (``dsrl.infos``): reward range and max episode cost."""
+    check_task(task)
+    infos = dsrl_infos()
     key = task.removeprefix("Offline").removesuffix("-v0").removesuffix("-v1").removesuffix("Gymnasium")
     key = key.removeprefix("Metadrive-")
     return {"min_episode_reward": float(infos.MIN_EPISODE_REWARD[key]),

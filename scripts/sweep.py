@@ -34,6 +34,7 @@ import argparse
 import collections
 import dataclasses
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -149,11 +150,17 @@ def commands(run: Run, status: str) -> List[List[str]]:
 # ---------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------
+def _ignore_requeue_signal() -> None:
+    signal.signal(getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}"), signal.SIG_IGN)
+
+
 def call(cmd: List[str], env: Dict[str, str]) -> int:
     """Run a script to its end. It runs in its own session, and the job passes Ctrl-C and SIGTERM
     (a cancel) on to it once: the training scripts then save a checkpoint and stop, which a second
-    signal, or subprocess.run's kill, would cut short."""
-    process = subprocess.Popen(cmd, env=env, start_new_session=True)
+    signal, or subprocess.run's kill, would cut short. The signal Slurm sends before a time limit
+    (submitit's USR2) is ignored there: it is the job's, and by default it would kill the script
+    before its checkpoint; submitit answers it by requeueing the job, whose SIGTERM stops the script."""
+    process = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_requeue_signal)
     previous = {signum: signal.signal(signum, lambda signum, frame: process.send_signal(signum))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -161,6 +168,17 @@ def call(cmd: List[str], env: Dict[str, str]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def requeued() -> bool:
+    """In a Slurm job: whether Slurm has requeued it since it started (``scontrol requeue``, a
+    preemption, or submitit's own requeue at a time limit), i.e. its restart count went up."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id is None:
+        return False
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT", "0"))
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -177,6 +195,12 @@ class RunJob(submitit.helpers.Checkpointable):
         for cmd in commands(run, status):
             print("$ " + shlex.join(cmd), flush=True)
             code = call(cmd, env)
+            if code != 0 and requeued():
+                # Slurm stops a job it requeues with SIGTERM, and the script has saved its checkpoint. Leave
+                # without a result (submitit records none for SystemExit): the sweep waits for the next start,
+                # which resumes the run, instead of reporting a failure.
+                print(f"requeued by Slurm: {os.path.basename(cmd[1])} stopped with status {code}", flush=True)
+                raise SystemExit(code)
             if code != 0:
                 raise RuntimeError(f"{os.path.basename(cmd[1])} exited with status {code}")
         if not evaluated(run):  # (the scripts' exit status already vouches for the training)

@@ -507,3 +507,96 @@ def test_train_updates_all_networks_and_polyak_targets():
             assert torch.allclose(new_t, expected, rtol=0, atol=1e-6)
             assert (new_t - old_t).abs().max() > 1e-4  # it did move
             assert not new_t.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. clamp_cost_value: the release's V_c(s) >= 0 in loss (3) and in the CVAE weights of (5)
+# ---------------------------------------------------------------------------------------------
+CHANGED_BY_CLAMP = {"cost_value_loss", "cvae_loss", "cost_weight_mean", "cost_weight_clipped", "cost_weight_masked"}
+
+
+def negative_cost_value_agent(clamp: bool, qc_target_heads=(0.3, -1.0), **overrides) -> LSPC:
+    agent = make_agent(clamp_cost_value=clamp, **overrides)
+    set_constant(agent.cost_value.v, -0.5)
+    set_head_constant(agent.cost_q_target, 0, qc_target_heads[0])
+    set_head_constant(agent.cost_q_target, 1, qc_target_heads[1])
+    return agent
+
+
+@pytest.mark.parametrize("clamp, expected_loss, expected_weight", [
+    # off: u = Vc - max(0.3, -1) = -0.5 - 0.3 = -0.8 -> 0.3 * 0.64 = 0.192; w = exp(2 * -0.8) = exp(-1.6)
+    (False, 0.192, math.exp(-1.6)),
+    # on: u = max(-0.5, 0) - 0.3 = -0.3 -> 0.3 * 0.09 = 0.027; w = exp(2 * -0.3) = exp(-0.6)
+    (True, 0.027, math.exp(-0.6)),
+])
+def test_clamp_cost_value_hand_computed(clamp, expected_loss, expected_weight):
+    m = negative_cost_value_agent(clamp).train(make_batch())
+    assert m["cost_value_loss"].item() == approx(expected_loss)
+    assert m["cost_weight_mean"].item() == approx(expected_weight)
+    # one weight for the whole batch: cvae_loss = w * (mean recon + 0.5 * mean KL)
+    assert m["cvae_loss"].item() == approx(expected_weight * (m["cvae_recon"].item() + 0.5 * m["cvae_kl"].item()))
+    assert m["cost_v_mean"].item() == approx(-0.5)  # the logged V_c is the network's own output either way
+
+
+def test_clamp_cost_value_mask_uses_clamped_value():
+    # threshold 0.2, Qc_target = max(0.1, 0) = 0.1: the clamped V_c = 0 and Qc pass, so nothing is masked
+    # and w = exp(2 * (0 - 0.1)) = exp(-0.2). (The mask itself cannot tell the two settings apart: the Qc
+    # target is clamped >= 0, so max(V_c, 0) > t adds nothing to Qc > t for t < 0, and equals V_c > t for t >= 0.)
+    m = negative_cost_value_agent(True, qc_target_heads=(0.1, 0.0), safe_qc_vc_threshold=0.2).train(make_batch())
+    assert m["cost_weight_masked"].item() == 0.0
+    assert m["cost_weight_mean"].item() == approx(math.exp(-0.2))
+    m = negative_cost_value_agent(True, qc_target_heads=(0.3, 0.0), safe_qc_vc_threshold=0.2).train(make_batch())
+    assert m["cost_weight_masked"].item() == 1.0 and m["cvae_loss"].item() == 0.0  # Qc = 0.3 > 0.2
+
+
+def test_clamp_cost_value_changes_only_loss_3_and_the_cvae_weights():
+    """The same parameters and batch, the switch off and on; V_c of mixed signs over the batch."""
+    batch = make_batch(batch_size=64)
+    off = make_agent(batch_size=64)
+    # centre V_c(s) on 0 over this batch, so that about half of it is negative
+    vc_raw = off.cost_value(batch["observations"]).detach()
+    last = [m for m in off.cost_value.v if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias -= vc_raw.median()
+    on = make_agent(batch_size=64, clamp_cost_value=True)
+    on.load_state_dict(off.state_dict())
+
+    vc = off.cost_value(batch["observations"]).detach()
+    assert (vc < 0).sum() >= 16 and (vc > 0).sum() >= 16
+    qc = torch.max(*off.cost_q_target.both(batch["observations"], batch["actions"])).detach().clamp(min=0.0)
+    outputs = {}
+    for name, agent in (("off", off), ("on", on)):
+        torch.manual_seed(5)  # the CVAE's reparameterization noise
+        outputs[name] = agent.critic_and_cvae_losses(batch)
+    torch.manual_seed(5)
+    reconstruction, mean, log_std = off.cvae(batch["observations"], batch["actions"])
+    per_sample = ((reconstruction - batch["actions"]).pow(2).sum(-1) + 0.5 * gaussian_kl(mean, log_std, "mean")).detach()
+
+    def expected(v):
+        u = (v - qc).numpy().astype(np.float64)
+        loss = np.mean(np.where(u < 0, 0.3, 0.7) * u ** 2)
+        w = np.minimum(np.exp(2.0 * (v - qc).numpy().astype(np.float64)), 200.0)
+        return loss, w
+
+    (total_off, adv_off, m_off), (total_on, adv_on, m_on) = outputs["off"], outputs["on"]
+    for name, m, v in (("off", m_off, vc), ("on", m_on, vc.clamp(min=0.0))):
+        loss, w = expected(v)
+        assert m["cost_value_loss"].item() == approx(loss), name
+        assert m["cost_weight_mean"].item() == approx(w.mean()), name
+        assert m["cvae_loss"].item() == approx(np.mean(w * per_sample.numpy())), name
+    assert m_on["cost_weight_mean"].item() > m_off["cost_weight_mean"].item()  # max(V_c, 0) >= V_c
+    for name in set(m_off) - CHANGED_BY_CLAMP:  # every other loss and metric: bit for bit the same
+        assert torch.equal(m_off[name], m_on[name]), name
+    assert torch.equal(adv_off, adv_on)
+    unchanged = sum(m_off[name] for name in ("value_loss", "q_loss", "cost_q_loss"))
+    assert total_on.item() == approx((unchanged + m_on["cost_value_loss"] + m_on["cvae_loss"]).item())
+
+
+@pytest.mark.parametrize("clamp", [False, True])
+def test_clamp_cost_value_stops_the_gradient_where_vc_is_negative(clamp):
+    agent = negative_cost_value_agent(clamp)  # V_c = -0.5 everywhere
+    before = [p.detach().clone() for p in agent.cost_value.parameters()]
+    agent.train(make_batch())
+    moved = [not torch.equal(old, new) for old, new in zip(before, agent.cost_value.parameters())]
+    # clamped: zero gradient everywhere, and Adam's first step with a zero gradient is zero
+    assert not any(moved) if clamp else any(moved)
