@@ -119,7 +119,7 @@ def evaluated(run: Run) -> bool:
 
 def run_status(run: Run) -> str:
     """What a run still needs: 'train' (nothing there), 'restart' (a run that never wrote a
-    checkpoint), 'resume', 'evaluate' or 'done'."""
+    checkpoint: the training script starts it afresh), 'resume', 'evaluate' or 'done'."""
     checkpoint = os.path.join(run.run_dir, "checkpoint", "model.pt")
     if not os.path.isfile(checkpoint):
         return "restart" if os.path.exists(os.path.join(run.run_dir, "config.yaml")) else "train"
@@ -188,10 +188,6 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self, run: Run) -> str:
         env = dict(os.environ, OMP_NUM_THREADS=str(run.threads), MKL_NUM_THREADS=str(run.threads))
         status = run_status(run)
-        if status == "restart":  # a run dir without checkpoint cannot be resumed; keep it aside, start over
-            aside = f"{run.run_dir}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(run.run_dir, aside)
-            print(f"{run.run_dir} held a run without checkpoint; moved to {aside}", flush=True)
         for cmd in commands(run, status):
             print("$ " + shlex.join(cmd), flush=True)
             code = call(cmd, env)
