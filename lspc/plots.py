@@ -214,7 +214,7 @@ def plot_results_table(tasks: Sequence[str], methods: Sequence[str], cells: Sequ
                        best: Sequence[str | None], path: str, title: str = "") -> None:
     """One row per task, a (reward, cost) column pair per method: safe cells (normalized cost <= 1)
     in bold black, unsafe ones grey, the best safe method of each row on a highlighted background."""
-    fig = Figure(figsize=(1.0 + 1.25 * len(methods) + 0.11 * max(len(t) for t in tasks), 0.6 + 0.32 * (len(tasks) + 2)))
+    fig = Figure(figsize=(1.0 + 1.1 * len(methods) + 0.08 * max(len(t) for t in tasks), 0.4 + 0.25 * (len(tasks) + 1)))
     ax = fig.add_subplot()
     ax.set_axis_off()
     columns = ["task"] + [label for label in methods]
@@ -223,6 +223,7 @@ def plot_results_table(tasks: Sequence[str], methods: Sequence[str], cells: Sequ
     table = ax.table(cellText=text, colLabels=columns, loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(columns))))  # the task names are wider than the cells
     table.scale(1.0, 1.35)
     for (r, c), cell in table.get_celld().items():
         cell.set_edgecolor("#cccccc")
