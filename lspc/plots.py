@@ -288,7 +288,7 @@ def plot_transfer(results: Sequence[dict], trained_task: str, path: str) -> None
 
 
 def plot_against_value(points: Dict[str, Dict[float, List[Tuple[float, float]]]], xlabel: str, title: str,
-                       path: str, log_x: bool = False) -> None:
+                       path: str) -> None:
     """Normalized reward (left) and normalized cost (right, the threshold at 1) against a study's
     value, per policy the mean and +-1 std over seeds. ``points[policy][value]`` lists one
     (normalized reward, normalized cost) per seed."""
@@ -307,8 +307,7 @@ def plot_against_value(points: Dict[str, Dict[float, List[Tuple[float, float]]]]
     seeds = max(len(v) for by_value in points.values() for v in by_value.values())
     for ax, ylabel in zip(axes, ("normalized reward", "normalized cost (1 = threshold)")):
         ax.set(xlabel=xlabel, ylabel=ylabel)
-        if log_x:
-            ax.set_xscale("log")
+        ax.set_xticks(sorted({x for by_value in points.values() for x in by_value}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{title}; mean ± std over {seeds} seed{'s' if seeds > 1 else ''}", fontsize=10)

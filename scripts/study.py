@@ -136,7 +136,8 @@ def draw(args: argparse.Namespace, planned: Dict[str, List[sweep.Run]]) -> List[
     """The study's figures from its finished runs; returns their paths."""
     study = STUDIES[args.study]
     some_run = next(iter(planned.values()))[0]
-    title = f"{args.task}: {study.about}, {some_run.max_timesteps or 'default'} steps"
+    title = (f"{args.task}: {study.about}, {some_run.max_timesteps or 'default'} steps; normalized at "
+             f"κ = {cost_limits(args.task)[0]:g}")
     os.makedirs(args.study_dir, exist_ok=True)
     written = []
     if not study.parameters:  # restriction: one point per eps from each seed's evaluation sweep
@@ -152,7 +153,7 @@ def draw(args: argparse.Namespace, planned: Dict[str, List[sweep.Run]]) -> List[
         if study.figure == "final":
             points = {policy: {value: [final_scores(run, policy) for run in runs] for value, runs in by_value.items()}
                       for policy in ("lspc-o", "lspc-s")}
-            plot_against_value(points, parameter, title, written[-1], log_x=True)
+            plot_against_value(points, parameter, title, written[-1])
         else:
             groups = {f"{parameter}={value:g}": [read_curves(run.run_dir) for run in runs]
                       for value, runs in by_value.items()}

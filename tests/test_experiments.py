@@ -249,3 +249,26 @@ def test_study_refuses_bad_values_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --values for the xi study: iql_tau (the expectile) must be in (0, 1), got 1.5\n"
 
+
+
+def test_study_figures_from_finished_runs(tmp_path, capsys, monkeypatch):
+    """draw() on stand-in results: each run's final scores at the first threshold, per value and seed."""
+    args = study.parse_args(["--study", "data_ratio", "--task", "OfflineBallRun-v0", "--seeds", "0", "1",
+                             "--values", "0.5", "1", "--logdir", str(tmp_path), "--dry_run"])
+    args.values = [0.5, 1.0]
+    args.runs_dir = str(tmp_path / "runs")
+    args.study_dir = str(tmp_path / "data_ratio")
+    _, planned = study.plan(args)
+    drawn = {}
+    monkeypatch.setattr(study, "plot_against_value", lambda points, *rest: drawn.update(points))
+    for name, runs in planned.items():
+        for run in runs:
+            os.makedirs(os.path.join(run.run_dir, "eval"))
+            score = 0.1 * run.seed + (0.5 if name == "default" else 0.0)
+            policies = {p: {"thresholds": {"10": {"normalized_reward": score + i, "normalized_cost": 2 * score}}}
+                        for i, p in enumerate(("lspc-o", "lspc-s"))}
+            with open(os.path.join(run.run_dir, "eval", "results.json"), "w") as f:
+                json.dump({"thresholds": [10.0, 20.0, 40.0], "policies": policies}, f)
+    assert study.draw(args, planned) == [os.path.join(args.study_dir, "data_ratio.png")]
+    assert drawn == {"lspc-o": {0.5: [(0.0, 0.0), (0.1, 0.2)], 1.0: [(0.5, 1.0), (0.6, 1.2)]},
+                     "lspc-s": {0.5: [(1.0, 0.0), (1.1, 0.2)], 1.0: [(1.5, 1.0), (1.6, 1.2)]}}
