@@ -23,11 +23,17 @@ each threshold's entry records its prompt and raw returns); BC-Safe, BCQ-Lag, BE
 COptiDICE were trained against their run's cost limit, so they are scored there only and other
 --cost_limits are refused (their score at another threshold would mean nothing). LSPC's restriction
 sweeps and figures (--eps_s/--eps_o, --state_step) are refused for them.
+
+--eval_task TASK (zero-shot transfer, paper appendix A.6) runs the episodes in another task whose
+observation and action spaces are the run's (e.g. the nine MetaDrive tasks, or BallRun and CarRun),
+with that task's time limit, thresholds and reference returns, into <run>/eval/transfer/TASK/
+(results.json, results.md; no figures). scripts/transfer.py does it for several tasks and draws them.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -43,12 +49,12 @@ import yaml
 from lspc import LSPCError
 from lspc.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
-from lspc.envs import cost_limits, make_env
+from lspc.envs import check_task, cost_limits, make_env
 from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
                              score_at_thresholds)
 from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
 from lspc.training import LATEST, Method
-from lspc_iql_configs import TrainConfig, check_device, load_saved_config
+from lspc_iql_configs import TASK_OVERRIDES, TrainConfig, check_device, load_saved_config
 from train_lspc_iql import LSPC, LSPCMethod
 
 # the config field each LSPC policy reads its restriction eps from, at act time
@@ -159,6 +165,21 @@ def acting_with(agent: LSPC, **overrides) -> Iterator[None]:
         agent.cfg = saved
 
 
+def transfer_env(run: LoadedRun, eval_task: str) -> gym.Env:
+    """The env of ``eval_task`` (its own time limit) for zero-shot transfer (appendix A.6), when its
+    observation and action spaces are the run's task's."""
+    check_task(eval_task)
+    env = make_env(eval_task)
+    for kind in ("observation_space", "action_space"):
+        ours, theirs = getattr(run.env, kind), getattr(env, kind)
+        if ours.shape != theirs.shape or not (np.array_equal(ours.low, theirs.low)
+                                              and np.array_equal(ours.high, theirs.high)):
+            env.close()
+            raise LSPCError(f"cannot evaluate {run.path} on {eval_task}: its {kind.split('_')[0]} space "
+                            f"{theirs} differs from {run.cfg.task}'s {ours}")
+    return env
+
+
 def run_thresholds(run: LoadedRun, thresholds: Optional[Sequence[float]]) -> List[float]:
     """Where a run is scored: a method that never sees the threshold while training (LSPC, BC-All,
     CDT) at the suite's (or the given) ones; one trained against its run's cost limit at that one only."""
@@ -206,12 +227,23 @@ def _merge(entry: Optional[Dict], scored: Dict, notes: Dict) -> Dict:
 
 def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, thresholds: Optional[Sequence[float]] = None,
              eval_episodes: int = 20, seed: int = 0, vector: Optional[str] = None, eps_s: Sequence[float] = (),
-             eps_o: Sequence[float] = ()) -> Dict:
+             eps_o: Sequence[float] = (), eval_task: Optional[str] = None) -> Dict:
     """The run's policies (all, or ``policies``) over the same seeded episodes, scored at
     ``run_thresholds``; then LSPC's restriction sweeps, on the same episodes and policy noise
     (common random numbers). ``vector`` None: sync, or async for MetaDrive (one env per process);
-    every mode gives the same numbers."""
+    every mode gives the same numbers. ``eval_task``: episodes of that task instead (same spaces),
+    normalized with its reference returns."""
     cfg = run.cfg
+    if eval_task is not None and eval_task != cfg.task:
+        env = transfer_env(run, eval_task)
+        try:  # the same evaluation, with the other task's env, time limit and thresholds
+            transferred = dataclasses.replace(run, env=env, method=copy.copy(run.method))
+            transferred.method.cfg = dataclasses.replace(
+                cfg, task=eval_task, episode_len=TASK_OVERRIDES[eval_task].get("episode_len", cfg.episode_len))
+            return {**evaluate(transferred, policies, thresholds, eval_episodes, seed, vector, eps_s, eps_o),
+                    "trained_task": cfg.task}
+        finally:
+            env.close()
     sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
     if sweeps and run.algo is not None:
         flags = " and ".join(flag for flag, values in (("--eps_s", eps_s), ("--eps_o", eps_o)) if values)
@@ -231,7 +263,8 @@ def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, threshold
     def score(policy, kappas: Sequence[float]) -> Dict:
         return score_at_thresholds(run.env, evaluator.run(policy, seeds, seed, run.agent.device), kappas)
 
-    results = {"task": cfg.task, "run": os.path.abspath(run.path), "checkpoint": run.checkpoint, "step": run.step,
+    results = {"task": cfg.task, "trained_task": cfg.task, "run": os.path.abspath(run.path),
+               "checkpoint": run.checkpoint, "step": run.step,
                "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds,
                "device": cfg.device}
     if run.algo is None:
@@ -298,7 +331,9 @@ def markdown_table(results: Dict) -> str:
         restriction = results["restriction"]
         settings = (f"eps_S = {restriction['eps_s']:g} ({restriction['lspc_s_sampling']}), "
                     f"eps_O = {restriction['eps_o']:g} ({restriction['lspc_o_sampling']})")
-    lines = [f"{results['task']}, checkpoint {results['checkpoint']} (step {results['step']}), "
+    trained_task = results.get("trained_task", results["task"])  # results.json files from before transfer lack it
+    trained = "" if trained_task == results["task"] else f" (zero-shot: trained on {trained_task})"
+    lines = [f"{results['task']}{trained}, checkpoint {results['checkpoint']} (step {results['step']}), "
              f"{results['episodes']} episodes, seed {results['seed']}; {settings}; mean ± std over episodes", ""]
     lines += _table("policy", results["policies"], thresholds)
     for policy, sweep in results.get("sweep", {}).items():
@@ -396,6 +431,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--eps_o", nargs="+", type=float, default=[], help="LSPC-O restriction values to sweep")
     parser.add_argument("--state_step", type=int, default=None,
                         help="action-space figure: the state after this many LSPC-O steps (default: half an episode)")
+    parser.add_argument("--eval_task", default=None,
+                        help="zero-shot transfer: evaluate on this task (same observation and action spaces), "
+                             "normalized with its reference returns; writes into <run>/eval/transfer/<task>/")
     parser.add_argument("--no_figures", action="store_true")
     args = parser.parse_args(argv)
     if (args.run_dir is None) == (args.path is None):
@@ -412,9 +450,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             vector = choose_vector(run.cfg.task, args.vector, args.eval_episodes, in_process="sync")
             start = time.perf_counter()
             results = evaluate(run, args.policies, args.cost_limits, args.eval_episodes, args.seed, vector,
-                               args.eps_s, args.eps_o)
+                               args.eps_s, args.eps_o, args.eval_task)
             elapsed = time.perf_counter() - start
-            out_dir = os.path.join(path, "eval")
+            transfer = results["task"] != run.cfg.task
+            # a transfer never replaces the run's own results (the sweep reads eval/results.json)
+            out_dir = os.path.join(path, "eval", *(("transfer", results["task"]) if transfer else ()))
             try:
                 os.makedirs(out_dir, exist_ok=True)
             except OSError as err:
@@ -424,7 +464,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                lambda f: f.write(json.dumps(results, indent=2).encode()))
             atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
             print(table)
-            figures = [] if args.no_figures or run.algo is not None else write_figures(
+            figures = [] if args.no_figures or run.algo is not None or transfer else write_figures(
                 run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
         finally:
             run.close()

@@ -34,6 +34,7 @@ class TrainConfig:
     cost_limit: float = 10.0  # used for normalized cost, model selection and the run's group name only
     dataset_path: Optional[str] = None  # a DSRL-layout hdf5 file; None = dsrl's download
     density: float = 1.0  # < 1: dsrl's grid filter thins trajectories, bins from dsrl.infos.DENSITY_CFG
+    data_ratio: float = 1.0  # < 1: train on this fraction of the trajectories, drawn whole with the run's seed
     noise_scale: Optional[float] = None  # dsrl pre_process_data: observation noise
     outliers_percent: Optional[float] = None  # dsrl pre_process_data: augmented outliers
     inpaint_ranges: Optional[List[List[float]]] = None  # dsrl pre_process_data: [[cmin, cmax, rmin, rmax], ...]
@@ -67,6 +68,7 @@ class TrainConfig:
     kl_reduction: str = "mean"  # mean (release) or sum over latent dims
     safe_qc_vc_threshold: float = 999.0  # CVAE weight 0 where Qc or Vc exceeds it (999 = off)
     clamp_cost_value: bool = False  # True: the release's Vc(s) >= 0 in the cost V loss and the CVAE weights
+    converse: bool = False  # True: "Converse LSPC-O" (appendix A.3.2), the two advantage weights swap networks
     reward_scale: float = 1.0  # scales data rewards for training only; evaluation reports raw returns
     bootstrap_on_timeout: bool = False  # False: done = terminal OR timeout (release); True: time-limit cuts bootstrap
     # --- the two policies (spec section 4)
@@ -126,7 +128,7 @@ TASK_OVERRIDES: Dict[str, Dict[str, Any]] = {
 assert sorted(TASK_OVERRIDES) == sorted(ALL_TASKS), "the override table must cover exactly the DSRL tasks"
 
 # Fields that fix the model's shapes or its data: a resumed run cannot change them.
-_FIXED_ON_RESUME = ("task", "hidden_dim", "latent_dim", "dataset_path", "density", "noise_scale",
+_FIXED_ON_RESUME = ("task", "hidden_dim", "latent_dim", "dataset_path", "density", "data_ratio", "noise_scale",
                     "outliers_percent", "inpaint_ranges", "reward_scale", "bootstrap_on_timeout")
 
 
@@ -242,6 +244,8 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 < cfg.density <= 1:
         raise LSPCError(f"density must be in (0, 1], got {cfg.density}")
     density_bins(cfg.task, cfg.density)
+    if not 0 < cfg.data_ratio <= 1:
+        raise LSPCError(f"data_ratio (the fraction of trajectories kept) must be in (0, 1], got {cfg.data_ratio}")
     choices = {"lspc_s_sampling": LSPC_S_SAMPLING, "lspc_o_sampling": LSPC_O_SAMPLING,
                "kl_reduction": KL_REDUCTIONS, "wandb_mode": WANDB_MODES}
     for name, allowed in choices.items():

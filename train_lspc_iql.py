@@ -239,8 +239,8 @@ class LSPC:
 
     def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """Losses (1)-(5) of spec section 3 summed (see _OPTIMIZER_GROUPS), the reward advantage
-        Q_target - V that weighs loss (6), and the step's metrics."""
+        """Losses (1)-(5) of spec section 3 summed (see _OPTIMIZER_GROUPS), the (detached) weights
+        of loss (6), and the step's metrics."""
         cfg = self.cfg
         s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
         r, c, not_done = batch["rewards"], batch["costs"], 1.0 - batch["dones"]
@@ -278,10 +278,15 @@ class LSPC:
         # (5) CVAE: cost-advantage weighted ELBO (eq. 10 / 43); safer-than-average actions weigh more.
         # Squared error is the log-likelihood of a fixed-variance Gaussian decoder.
         w_cost = cost_weights(cost_v_used.detach(), cost_q_target, cfg.beta_cost, cfg.max_weight, cfg.safe_qc_vc_threshold)
+        w_reward = exp_weight(reward_advantage.detach(), cfg.beta_reward, cfg.max_weight)  # weighs (6)
+        # Converse LSPC-O (appendix A.3.2): the roles swap. The CVAE models high-reward actions
+        # (eq. 10 with w_r of eq. 14) and the latent encoder moves to low-cost actions inside that
+        # latent space (eq. 14 with w_c of eq. 10).
+        w_cvae, w_encoder = (w_reward, w_cost) if cfg.converse else (w_cost, w_reward)
         reconstruction, mean, log_std = self.cvae(s, a)
         recon = (reconstruction - a).pow(2).sum(dim=-1)
         kl = gaussian_kl(mean, log_std, cfg.kl_reduction)
-        cvae_loss = (w_cost * (recon + cfg.vae_beta * kl)).mean()
+        cvae_loss = (w_cvae * (recon + cfg.vae_beta * kl)).mean()
 
         total = value_loss + q_loss + cost_value_loss + cost_q_loss + cvae_loss
         metrics = {
@@ -290,20 +295,19 @@ class LSPC:
             "cost_weight_mean": w_cost.mean(), "cost_weight_clipped": (w_cost >= cfg.max_weight).float().mean(),
             "cost_weight_masked": (w_cost == 0).float().mean(), "q_mean": q_target.mean(), "v_mean": v.mean(),
             "cost_q_mean": cost_q_target.mean(), "cost_v_mean": cost_v.mean(),
+            "reward_weight_mean": w_reward.mean(), "reward_weight_clipped": (w_reward >= cfg.max_weight).float().mean(),
         }
-        return total, reward_advantage.detach(), metrics
+        return total, w_encoder, metrics
 
-    def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], reward_advantage: torch.Tensor
+    def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], weights: torch.Tensor
                             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """(6) latent safety encoder: reward AWR in latent space through the decoder (eq. 14 / 44)."""
-        cfg = self.cfg
+        """(6) latent safety encoder: AWR in latent space through the decoder (eq. 14 / 44), with the
+        reward-advantage weights (the cost-advantage ones in Converse LSPC-O)."""
         s, a = batch["observations"], batch["actions"]
-        w_reward = exp_weight(reward_advantage, cfg.beta_reward, cfg.max_weight)
-        z = self.safety_encoder.sample(s, cfg.max_latent_action)
+        z = self.safety_encoder.sample(s, self.cfg.max_latent_action)
         decoded = self.cvae.decode(s, z)
-        loss = (w_reward * (decoded - a).pow(2).sum(dim=-1)).mean()
-        return loss, {"safety_encoder_loss": loss, "reward_weight_mean": w_reward.mean(),
-                      "reward_weight_clipped": (w_reward >= cfg.max_weight).float().mean()}
+        loss = (weights * (decoded - a).pow(2).sum(dim=-1)).mean()
+        return loss, {"safety_encoder_loss": loss}
 
     def _step(self, group: str, loss: torch.Tensor) -> None:
         optimizer = self.optimizers[group]
@@ -316,11 +320,11 @@ class LSPC:
         the next call when the step is compiled on CUDA (CUDA graphs reuse their output memory)."""
         if self.cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
-        total, reward_advantage, metrics = self._losses(batch)
+        total, encoder_weights, metrics = self._losses(batch)
         self._step("critics_cvae", total)
         # the safety encoder learns through the just-updated decoder, frozen: only delta moves
         with frozen(self.cvae):
-            loss, encoder_metrics = self._safety_encoder_loss(batch, reward_advantage)
+            loss, encoder_metrics = self._safety_encoder_loss(batch, encoder_weights)
             self._step("safety_encoder", loss)
         # (7) target critics
         soft_update([self.q_target, self.cost_q_target], [self.q, self.cost_q], self.cfg.tau)
@@ -403,7 +407,7 @@ class LSPCMethod(Method):
         cfg = self.cfg
         data = load_dataset(env, cfg.dataset_path, density=cfg.density, noise_scale=cfg.noise_scale,
                             outliers_percent=cfg.outliers_percent, inpaint_ranges=cfg.inpaint_ranges,
-                            cost_limit=cfg.cost_limit, seed=cfg.seed)
+                            cost_limit=cfg.cost_limit, seed=cfg.seed, data_ratio=cfg.data_ratio)
         if cfg.batch_size > len(data["observations"]):
             raise LSPCError(f"batch_size {cfg.batch_size} is larger than the dataset ({len(data['observations'])} transitions)")
         return data

@@ -5,7 +5,7 @@ import contextlib
 import os
 import random
 import tempfile
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -27,12 +27,14 @@ def load_dataset(
     inpaint_ranges: Optional[Sequence[Sequence[float]]] = None,
     cost_limit: float = 10.0,
     seed: int = 0,
+    data_ratio: float = 1.0,
 ) -> Dict[str, np.ndarray]:
     """Load the task's DSRL dataset (``dataset_path`` if given, else dsrl's download) and check it.
 
     dsrl's ``pre_process_data`` (grid filter by density, observation noise, outliers, inpainting)
     runs only when one of its options is set, in a scratch directory because it always saves a
     PNG into the current one. A density below 1 thins with the task's bins of ``density_bins``.
+    A ``data_ratio`` below 1 then keeps that fraction of the trajectories (``subsample_trajectories``).
     """
     offline_env = env.unwrapped
     bins = density_bins(env.spec.id, density)  # refused before any file is read
@@ -62,7 +64,30 @@ def load_dataset(
                 density=density,
                 **bins,
             )
-    return data
+    return data if data_ratio == 1.0 else subsample_trajectories(data, data_ratio, seed)
+
+
+def trajectory_bounds(data: Dict[str, np.ndarray]) -> List[Tuple[int, int]]:
+    """[start, end) of each trajectory: one ends at a terminal or a timeout (a last, unfinished one at the end)."""
+    ends = np.flatnonzero(data["terminals"].astype(bool) | data["timeouts"].astype(bool)) + 1
+    n = len(data["observations"])
+    if len(ends) == 0 or ends[-1] != n:
+        ends = np.append(ends, n)
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def subsample_trajectories(data: Dict[str, np.ndarray], ratio: float, seed: int) -> Dict[str, np.ndarray]:
+    """A seeded random ``ratio`` of the trajectories, each kept whole and in dataset order
+    (at least one): a fraction of transitions would cut episodes and bias the Bellman targets."""
+    if not 0 < ratio <= 1:
+        raise LSPCError(f"data_ratio (the fraction of trajectories kept) must be in (0, 1], got {ratio}")
+    bounds = trajectory_bounds(data)
+    keep = max(1, round(ratio * len(bounds)))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(bounds), keep, replace=False))
+    idx = np.concatenate([np.arange(*bounds[i]) for i in chosen])
+    n = len(data["observations"])
+    return {key: value[idx] if isinstance(value, np.ndarray) and len(value) == n else value
+            for key, value in data.items()}
 
 
 def density_bins(task: str, density: float) -> Dict[str, int]:

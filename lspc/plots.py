@@ -4,7 +4,7 @@ no global backend, no display needed. Every PNG is written atomically."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -244,4 +244,72 @@ def plot_results_table(tasks: Sequence[str], methods: Sequence[str], cells: Sequ
             cell.set_facecolor("#cfe8cf")
     ax.set_title(title or "normalized reward / cost; bold: safe (cost <= 1), grey: unsafe, green: best safe",
                  fontsize=8)
+    save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero-shot transfer (paper Figure 12) and the studies' value plots
+# ---------------------------------------------------------------------------------------------
+def _color(policy: str, index: int) -> str:
+    return POLICY_COLORS.get(policy, f"C{index}")  # a baseline's one policy is not in POLICY_COLORS
+
+
+def plot_transfer(results: Sequence[dict], trained_task: str, path: str) -> None:
+    """One group of bars per evaluated task (eval_lspc.py results), one bar per policy: normalized
+    reward on top, episode cost below with the thresholds as lines; error bars +-1 std over episodes."""
+    tasks = [r["task"] for r in results]
+    policies = list(results[0]["policies"])
+    width = 0.8 / len(policies)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(tasks) + 2), 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(tasks))
+    for i, policy in enumerate(policies):
+        offset = x + (i - (len(policies) - 1) / 2) * width
+        first = [f"{r['thresholds'][0]:g}" for r in results]  # normalized reward does not depend on the threshold
+        scores = [r["policies"][policy] for r in results]
+        reward = [s["thresholds"][k]["normalized_reward"] for s, k in zip(scores, first)]
+        reward_std = [s["thresholds"][k]["normalized_reward_std"] for s, k in zip(scores, first)]
+        color = _color(policy, i)
+        top.bar(offset, reward, width, yerr=reward_std, color=color, capsize=2, label=policy.upper())
+        bottom.bar(offset, [s["cost"] for s in scores], width, yerr=[s["cost_std"] for s in scores], color=color,
+                   capsize=2, label=policy.upper())
+    _threshold_lines(bottom, results[0]["thresholds"])
+    names = [task.removeprefix("Offline").removesuffix("-v0") + (" (trained)" if task == trained_task else "")
+             for task in tasks]
+    bottom.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    top.set_ylabel("normalized reward")
+    bottom.set_ylabel("episode cost")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, axis="y")
+    top.legend(fontsize=8)
+    r = results[0]
+    top.set_title(f"zero-shot transfer of a run trained on {trained_task}: checkpoint {r['checkpoint']} "
+                  f"(step {r['step']}), {r['episodes']} episodes per task", fontsize=9)
+    save_png(fig, path)
+
+
+def plot_against_value(points: Dict[str, Dict[float, List[Tuple[float, float]]]], xlabel: str, title: str,
+                       path: str) -> None:
+    """Normalized reward (left) and normalized cost (right, the threshold at 1) against a study's
+    value, per policy the mean and +-1 std over seeds. ``points[policy][value]`` lists one
+    (normalized reward, normalized cost) per seed."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, (policy, by_value) in enumerate(points.items()):
+        xs = np.array(sorted(by_value))
+        per_seed = [np.array(by_value[x]) for x in xs]  # (seeds, 2)
+        for column, ax in enumerate(axes):
+            mean = np.array([v[:, column].mean() for v in per_seed])
+            std = np.array([v[:, column].std() for v in per_seed])
+            color = _color(policy, i)
+            ax.plot(xs, mean, color=color, marker="o", label=policy.upper())
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2)
+    axes[1].axhline(1.0, color="black", linestyle="--", linewidth=0.8, alpha=0.6)
+    seeds = max(len(v) for by_value in points.values() for v in by_value.values())
+    for ax, ylabel in zip(axes, ("normalized reward", "normalized cost (1 = threshold)")):
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_xticks(sorted({x for by_value in points.values() for x in by_value}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{title}; mean ± std over {seeds} seed{'s' if seeds > 1 else ''}", fontsize=10)
     save_png(fig, path)

@@ -370,6 +370,47 @@ def write_table(logdir: str) -> bool:
     return True
 
 
+def run_all(args: argparse.Namespace, runs: Sequence[Run], folder: str, then: str) -> Optional[List[Tuple[Run, str]]]:
+    """Skip the finished runs, run the others (submitit logs under ``folder``/submitit) and report;
+    returns the failures, or None when nothing waited for them (--dry_run, which prints every
+    run's status and commands, or --no_wait). ``then`` says what follows a dry run. Also used by
+    scripts/study.py, whose runs come from several plans."""
+    statuses = {run: run_status(run) for run in runs}
+    todo = [run for run in runs if statuses[run] != "done"]
+    done = [run for run in runs if statuses[run] == "done"]
+    args.jobs = args.jobs or max(len(todo), 1)
+    if args.dry_run:
+        for run in runs:
+            print(f"# {run.label}: {statuses[run]} ({run.run_dir})")
+            for cmd in commands(run, statuses[run]):
+                print(f"OMP_NUM_THREADS={run.threads} MKL_NUM_THREADS={run.threads} {shlex.join(cmd)}")
+        print(f"dry run: {len(todo)} of {len(runs)} runs to submit ({args.executor}, at most {args.jobs} at once); "
+              f"{then}")
+        return None
+    print(f"sweep: {len(runs)} runs, {len(done)} already done (skipped), {len(todo)} to run "
+          f"({args.executor}, at most {min(args.jobs, max(len(todo), 1))} at once)")
+    for run in done:
+        print(f"skipped  {run.label} (trained and evaluated: {run.run_dir})")
+    failures: List[Tuple[Run, str]] = []
+    if todo:
+        # job processes unpickle this module's functions, which import lspc from the repository
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+        executor = make_executor(args, os.path.join(os.path.abspath(folder), "submitit"))
+        try:
+            failures = execute(executor, todo, args.jobs, wait=not args.no_wait)
+        except KeyboardInterrupt:
+            where = "keep running on the cluster" if args.executor == "slurm" else "were stopped"
+            print(f"interrupted: the running jobs {where}; run the same command again to go on "
+                  "(finished runs are skipped, interrupted ones resume)", file=sys.stderr)
+            sys.exit(130)
+        if args.no_wait:
+            return None
+    for run, message in failures:
+        print(f"failed: {run.label}: {message}", file=sys.stderr)
+    print(f"sweep: {len(done)} skipped, {len(todo) - len(failures)} ran, {len(failures)} failed")
+    return failures
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     try:
@@ -381,39 +422,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(0 if write_table(args.logdir) else 1)
 
     runs = plan_runs(args)
-    statuses = {run: run_status(run) for run in runs}
-    todo = [run for run in runs if statuses[run] != "done"]
-    done = [run for run in runs if statuses[run] == "done"]
-    args.jobs = args.jobs or max(len(todo), 1)
-    if args.dry_run:
-        for run in runs:
-            print(f"# {run.label}: {statuses[run]} ({run.run_dir})")
-            for cmd in commands(run, statuses[run]):
-                print(f"OMP_NUM_THREADS={run.threads} MKL_NUM_THREADS={run.threads} {shlex.join(cmd)}")
-        print(f"dry run: {len(todo)} of {len(runs)} runs to submit ({args.executor}, at most {args.jobs} at once); "
-              f"then the table in {os.path.join(args.logdir, 'table.md')}")
+    failures = run_all(args, runs, args.logdir, f"then the table in {os.path.join(args.logdir, 'table.md')}")
+    if failures is None:  # a dry run, or Slurm without waiting
         return
-    print(f"sweep: {len(runs)} runs, {len(done)} already done (skipped), {len(todo)} to run "
-          f"({args.executor}, at most {min(args.jobs, max(len(todo), 1))} at once)")
-    for run in done:
-        print(f"skipped  {run.label} (trained and evaluated: {run.run_dir})")
-    failures: List[Tuple[Run, str]] = []
-    if todo:
-        # job processes unpickle this module's functions, which import lspc from the repository
-        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
-        executor = make_executor(args, os.path.join(os.path.abspath(args.logdir), "submitit"))
-        try:
-            failures = execute(executor, todo, args.jobs, wait=not args.no_wait)
-        except KeyboardInterrupt:
-            where = "keep running on the cluster" if args.executor == "slurm" else "were stopped"
-            print(f"interrupted: the running jobs {where}; run the same command again to go on "
-                  "(finished runs are skipped, interrupted ones resume)", file=sys.stderr)
-            sys.exit(130)
-        if args.no_wait:
-            return
-    for run, message in failures:
-        print(f"failed: {run.label}: {message}", file=sys.stderr)
-    print(f"sweep: {len(done)} skipped, {len(todo) - len(failures)} ran, {len(failures)} failed")
     table_ok = write_table(args.logdir)
     sys.exit(1 if failures or not table_ok else 0)
 
