@@ -50,7 +50,7 @@ from lspc import LSPCError
 from lspc.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import check_task, cost_limits, make_env
-from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, make_eval_env,
+from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, episode_stats, make_eval_env,
                              score_at_thresholds)
 from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
 from lspc.training import LATEST, Method
@@ -218,11 +218,7 @@ def _merge(entry: Optional[Dict], scored: Dict, notes: Dict) -> Dict:
     if entry is None:
         return {**scored, "thresholds": per_threshold}
     episodes = {key: entry["episodes"][key] + scored["episodes"][key] for key in entry["episodes"]}
-    raw = {key: np.asarray(values, dtype=np.float64) for key, values in episodes.items()}
-    return {"reward": float(raw["reward"].mean()), "reward_std": float(raw["reward"].std()),
-            "cost": float(raw["cost"].mean()), "cost_std": float(raw["cost"].std()),
-            "length": float(raw["length"].mean()), "thresholds": {**entry["thresholds"], **per_threshold},
-            "episodes": episodes}
+    return {**episode_stats(episodes), "thresholds": {**entry["thresholds"], **per_threshold}}
 
 
 def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, thresholds: Optional[Sequence[float]] = None,

@@ -236,12 +236,16 @@ def score_at_thresholds(env: gym.Env, episodes: Dict[str, np.ndarray], threshold
             "normalized_reward": float(norm_reward.mean()), "normalized_reward_std": float(norm_reward.std()),
             "normalized_cost": float(norm_cost.mean()), "normalized_cost_std": float(norm_cost.std()),
         }
-    return {
-        "reward": float(episodes["reward"].mean()), "reward_std": float(episodes["reward"].std()),
-        "cost": float(episodes["cost"].mean()), "cost_std": float(episodes["cost"].std()),
-        "length": float(episodes["length"].mean()), "thresholds": per_threshold,
-        "episodes": {key: values.tolist() for key, values in episodes.items()},
-    }
+    return {**episode_stats(episodes), "thresholds": per_threshold}
+
+
+def episode_stats(episodes: Dict[str, Sequence[float]]) -> Dict[str, Any]:
+    """Raw mean and std over episodes of the return and cost, mean length, and the per-episode values."""
+    raw = {key: np.asarray(values, dtype=np.float64) for key, values in episodes.items()}
+    return {"reward": float(raw["reward"].mean()), "reward_std": float(raw["reward"].std()),
+            "cost": float(raw["cost"].mean()), "cost_std": float(raw["cost"].std()),
+            "length": float(raw["length"].mean()),
+            "episodes": {key: np.asarray(values).tolist() for key, values in episodes.items()}}
 
 
 def better_than(candidate: Dict[str, float], best: Dict[str, float] | None) -> bool:
