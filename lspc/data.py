@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lspc import LSPCError
+from lspc.download import fetch_dsrl_file
 from lspc.envs import dsrl_infos
 
 DSRL_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
@@ -29,7 +30,8 @@ def load_dataset(
     seed: int = 0,
     data_ratio: float = 1.0,
 ) -> Dict[str, np.ndarray]:
-    """Load the task's DSRL dataset (``dataset_path`` if given, else dsrl's download) and check it.
+    """Load the task's DSRL dataset (``dataset_path`` if given, else ``fetch_dsrl_file``: dsrl's cache,
+    DSRL's server, then its Hugging Face mirror) and check it.
 
     dsrl's ``pre_process_data`` (grid filter by density, observation noise, outliers, inpainting)
     runs only when one of its options is set, in a scratch directory because it always saves a
@@ -38,17 +40,18 @@ def load_dataset(
     """
     offline_env = env.unwrapped
     bins = density_bins(env.spec.id, density)  # refused before any file is read
-    if dataset_path is not None and not os.path.isfile(dataset_path):
+    if dataset_path is None:  # fetched here, with a fallback, so that dsrl itself never downloads
+        dataset_path, _ = fetch_dsrl_file(offline_env.dataset_url)
+    elif not os.path.isfile(dataset_path):
         raise LSPCError(f"dataset file {dataset_path!r} does not exist")
     _check_file_keys(dataset_path)
     try:
         data = offline_env.get_dataset(h5path=dataset_path)
     except AssertionError as err:  # dsrl reports shape mismatches with bare asserts
-        raise LSPCError(f"dataset {dataset_path or offline_env.dataset_url}: {err}") from None
+        raise LSPCError(f"dataset {dataset_path}: {err}") from None
     except OSError as err:
-        source = dataset_path or offline_env.dataset_url
         raise LSPCError(
-            f"could not read the dataset from {source} ({err}); without network access pass "
+            f"could not read the dataset from {dataset_path} ({err}); without network access pass "
             "--dataset_path FILE (a DSRL-layout hdf5 file, e.g. from scripts/collect_dataset.py)"
         ) from None
     check_dataset(data, env)
@@ -109,10 +112,8 @@ def density_bins(task: str, density: float) -> Dict[str, int]:
     return {name: int(table[key][name]) for name in ("cbins", "rbins", "max_npb", "min_npb")}
 
 
-def _check_file_keys(dataset_path: Optional[str]) -> None:
+def _check_file_keys(dataset_path: str) -> None:
     """Name every missing key at once (dsrl stops at the first with a bare assert)."""
-    if dataset_path is None:
-        return
     import h5py
 
     try:

@@ -114,12 +114,16 @@ def dsrl_infos() -> ModuleType:
     return infos
 
 
+def dsrl_key(task: str) -> str:
+    """The short name ``dsrl.infos`` files a task under (``OfflineBallRun-v0`` -> ``BallRun``)."""
+    check_task(task)
+    key = task.removeprefix("Offline").removesuffix("-v0").removesuffix("-v1").removesuffix("Gymnasium")
+    return key.removeprefix("Metadrive-")
+
+
 def dsrl_reference(task: str) -> Dict[str, float]:
     """DSRL's reference returns of a task (``dsrl.infos``): reward range and max episode cost."""
-    check_task(task)
-    infos = dsrl_infos()
-    key = task.removeprefix("Offline").removesuffix("-v0").removesuffix("-v1").removesuffix("Gymnasium")
-    key = key.removeprefix("Metadrive-")
+    infos, key = dsrl_infos(), dsrl_key(task)
     return {"min_episode_reward": float(infos.MIN_EPISODE_REWARD[key]),
             "max_episode_reward": float(infos.MAX_EPISODE_REWARD[key]),
             "max_episode_cost": float(infos.MAX_EPISODE_COST[key])}
