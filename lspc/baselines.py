@@ -1,8 +1,9 @@
-"""OSRL baselines on LSPC's data: BC-All, BC-Safe, CDT, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE.
+"""The baselines on LSPC's data: BC-All, BC-Safe, CDT, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, FISOR and TraC.
 
-The algorithms are osrl-lib's own models and trainers (``osrl.algorithms``) with OSRL's default
-hyperparameters; nothing here re-implements their losses. This module is the one adapter between
-them and this project: ``BaselineMethod`` gives the shared training loop (``lspc/training.py``) the
+The first seven are osrl-lib's own models and trainers (``osrl.algorithms``) with OSRL's default
+hyperparameters; nothing here re-implements their losses. FISOR and TraC are not in osrl-lib: they
+are ours (``lspc/fisor.py``, ``lspc/trac.py``), each module giving its defaults, its sampler and its
+agent, which this module dispatches to. This module is the one adapter between them and this project: ``BaselineMethod`` gives the shared training loop (``lspc/training.py``) the
 data they train on, the seeded batch sampler, the agent (one gradient step, batched seeded policies
 for ``lspc.evaluation.Evaluator``, a complete state for checkpoints); ``scripts/train_baseline.py``
 is its command line and ``eval_lspc.py`` scores their run directories like LSPC's.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import inspect
 import io
 from dataclasses import dataclass, field
@@ -54,9 +56,12 @@ from lspc.evaluation import BatchPolicy
 from lspc.training import Method
 
 # the paper's column order (BASELINES_SPEC section 0)
-ALGOS = ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice")
-# trained against the cost limit, so one run per threshold; BC-All and CDT (its prompt) never see it in training
-PER_THRESHOLD = ("bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice")
+ALGOS = ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac")
+# trained against the cost limit, so one run per threshold; BC-All, CDT (its prompt) and FISOR (its
+# reachability critic) never see it in training
+PER_THRESHOLD = ("bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "trac")
+# the methods implemented here rather than in osrl-lib: algo -> (module, its agent class), imported on first use
+OWN_MODULES = {"fisor": ("lspc.fisor", "FISOR"), "trac": ("lspc.trac", "TraC")}
 
 # OSRL's defaults: liuzuxin/OSRL examples/configs/{bc,cpq,bcql,bearl,coptidice}_configs.py (the versions
 # that go with osrl-lib 0.1.0's algorithms); CDT's in lspc/cdt.py. Model and trainer arguments;
@@ -88,8 +93,15 @@ _OSRL_CLASSES = {"bc-all": "BC", "bc-safe": "BC", "cdt": "CDT", "cpq": "CPQ", "b
                  "coptidice": "COptiDICE"}
 
 
+def own_module(algo: str) -> Any:
+    """``lspc.fisor`` or ``lspc.trac``: defaults, ``make_sampler`` and the agent class of one of our methods."""
+    return importlib.import_module(OWN_MODULES[algo][0])
+
+
 def default_schedule(algo: str, task: str) -> Dict[str, int]:
-    """OSRL's training schedule of ``algo`` on ``task``."""
+    """The training schedule of ``algo`` on ``task``: OSRL's, or FISOR's and TraC's own."""
+    if algo in OWN_MODULES:
+        return own_module(algo).default_schedule(task)
     schedule = {**OSRL_SCHEDULE, **_SCHEDULES.get(algo, {})}
     if check_task(task) == "metadrive":
         schedule["max_timesteps"] = METADRIVE_MAX_TIMESTEPS
@@ -97,7 +109,9 @@ def default_schedule(algo: str, task: str) -> Dict[str, int]:
 
 
 def default_hparams(algo: str, task: str) -> Dict[str, Any]:
-    """OSRL's hyperparameters of ``algo`` (CDT's per task: its prompts and augmentation)."""
+    """The hyperparameters of ``algo``: OSRL's (CDT's per task: its prompts and augmentation), FISOR's and TraC's own."""
+    if algo in OWN_MODULES:
+        return own_module(algo).default_hparams(task)
     if algo == "cdt":
         return cdt_defaults(task, cost_limits(task))
     return dict(OSRL_DEFAULTS[algo])
@@ -126,7 +140,7 @@ class BaselineConfig:
     device: str = "auto"
     wandb_mode: str = "offline"
     resume: Optional[str] = None
-    hparams: Dict[str, Any] = field(default_factory=dict)  # osrl model/trainer/data arguments, default_hparams
+    hparams: Dict[str, Any] = field(default_factory=dict)  # the method's hyperparameters, default_hparams
 
 
 def config_dict(cfg: BaselineConfig) -> Dict[str, Any]:
@@ -219,10 +233,11 @@ def sequence_sampler(cfg: BaselineConfig, data: Dict[str, np.ndarray], device: t
                            device, cfg.seed)
 
 
-def make_sampler(cfg: BaselineConfig, data: Dict[str, np.ndarray], device: torch.device
-                 ) -> TransitionBuffer | SequenceSampler:
+def make_sampler(cfg: BaselineConfig, data: Dict[str, np.ndarray], device: torch.device) -> Any:
     """``data`` on the device, sampled with a generator seeded by ``cfg.seed``; rewards scaled by
-    OSRL's reward_scale (training only: evaluation reports raw returns)."""
+    OSRL's reward_scale (training only: evaluation reports raw returns). FISOR and TraC: their own."""
+    if cfg.algo in OWN_MODULES:
+        return own_module(cfg.algo).make_sampler(cfg, data, device)
     if cfg.algo == "cdt":
         return sequence_sampler(cfg, data, device)
     reward_scale = cfg.hparams.get("reward_scale", 1.0)
@@ -387,6 +402,15 @@ class Baseline:
             self.model.n_train_steps = int(state["n_train_steps"])
 
 
+def make_agent(cfg: BaselineConfig, env: gym.Env, device: torch.device,
+               data: Optional[Dict[str, np.ndarray]] = None) -> Any:
+    """The agent of ``cfg.algo`` (``Baseline`` for osrl-lib's, ``FISOR`` / ``TraC``); without data
+    when a checkpoint is about to be loaded into it."""
+    if cfg.algo in OWN_MODULES:
+        return getattr(own_module(cfg.algo), OWN_MODULES[cfg.algo][1])(cfg, env, device, data)
+    return Baseline(cfg, env, device, data)
+
+
 class BaselineMethod(Method):
     """A baseline's part of a training run (see lspc/training.py): its data, sampler and agent."""
 
@@ -408,13 +432,13 @@ class BaselineMethod(Method):
         size = len(data["observations"])
         if size == 0:
             raise LSPCError(f"{cfg.algo}: no trajectory of the dataset has a cost <= {cfg.cost_limit:g}")
-        if cfg.algo != "cdt" and cfg.batch_size > size:
+        if cfg.algo not in ("cdt", "trac") and cfg.batch_size > size:  # their batches are windows and segments
             raise LSPCError(f"batch_size {cfg.batch_size} is larger than the {size} transitions {cfg.algo} trains on")
         print(f"data: {cfg.algo} trains on {size} of the dataset's {len(dataset['observations'])} transitions", flush=True)
         return data
 
-    def make_sampler(self, data: Dict[str, np.ndarray], device: torch.device) -> TransitionBuffer | SequenceSampler:
+    def make_sampler(self, data: Dict[str, np.ndarray], device: torch.device) -> Any:
         return make_sampler(self.cfg, data, device)
 
-    def make_agent(self, env: gym.Env, device: torch.device, data: Optional[Dict[str, np.ndarray]] = None) -> Baseline:
-        return Baseline(self.cfg, env, device, data)
+    def make_agent(self, env: gym.Env, device: torch.device, data: Optional[Dict[str, np.ndarray]] = None) -> Any:
+        return make_agent(self.cfg, env, device, data)

@@ -5,9 +5,10 @@
 One row per task: per method, the normalized reward and normalized cost averaged over every
 threshold and every seed of the task, as in DSRL and the paper; then, for a suite with several
 tasks, the average over its tasks. Methods side by side in the paper's order: BC-All, BC-Safe, CDT,
-BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, LSPC-S, LSPC-O, then the CVAE and any other. LSPC, BC-All and CDT
-runs are scored at every threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE runs (one per
-threshold) only at their own, so the check is per method: every seed must cover the same thresholds. Cells of safe methods
+BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, FISOR, TraC, LSPC-S, LSPC-O, then the CVAE and any other. LSPC,
+BC-All, CDT and FISOR runs are scored at every threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE
+and TraC runs (one per threshold) only at their own, so the check is per method: every seed must
+cover the same thresholds. Cells of safe methods
 (normalized cost <= 1, decided on the unrounded mean) are bold; the safe method with the highest
 reward is marked with a star. Writes <out>.md, <out>.csv (unrounded values) and <out>.png (the
 table drawn as the papers show it: safe cells bold, unsafe grey, the best safe method highlighted)
@@ -34,7 +35,8 @@ from lspc.plots import plot_results_table  # noqa: E402
 
 METHOD_ORDER = (*ALGOS, "lspc-s", "lspc-o", "cvae")  # the paper's column order, LSPC's ablation last
 LABELS = {"lspc-o": "LSPC-O", "lspc-s": "LSPC-S", "bc-all": "BC-All", "bc-safe": "BC-Safe", "cdt": "CDT",
-          "cpq": "CPQ", "bcq-lag": "BCQ-Lag", "bear-lag": "BEAR-Lag", "coptidice": "COptiDICE", "cvae": "CVAE"}
+          "cpq": "CPQ", "bcq-lag": "BCQ-Lag", "bear-lag": "BEAR-Lag", "coptidice": "COptiDICE", "fisor": "FISOR", "trac": "TraC",
+          "cvae": "CVAE"}
 RESULTS_FILE = os.path.join("eval", "results.json")
 BEST = "★"
 

@@ -2,15 +2,15 @@
 or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
 
     python scripts/sweep.py --executor local|slurm (--tasks T [T ...] | --suite bullet ...) \\
-        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cdt bcq-lag bear-lag cpq coptidice] --logdir DIR \\
+        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cdt bcq-lag bear-lag cpq coptidice fisor trac] --logdir DIR \\
         [--dataset_dir DIR] [--jobs N] [--threads_per_job 1] [--max_timesteps N] [--eval_every N] \\
         [--eval_episodes N] [--extra="ARGS"] [--method_extra "METHOD=ARGS" ...] [--eval_extra="ARGS"] \\
         [--slurm_partition P] [--slurm_time_min M] [--slurm_gpus_per_job G] [--slurm_cpus_per_job C] \\
         [--slurm_mem_gb M] [--no_wait] [--dry_run] [--table_only]
 
-Runs: LSPC and BC-All ignore the threshold while training: one run per (task, seed), in
-<logdir>/<task>-cost-<first threshold>/, scored at all the task's thresholds. BC-Safe, CPQ,
-BCQ-Lag and COptiDICE: one run per (task, seed, threshold), each scored at its own threshold.
+Runs: LSPC, BC-All, CDT and FISOR ignore the threshold while training: one run per (task, seed), in
+<logdir>/<task>-cost-<first threshold>/, scored at all the task's thresholds. BC-Safe, BCQ-Lag,
+BEAR-Lag, CPQ, COptiDICE and TraC: one run per (task, seed, threshold), each scored at its own threshold.
 
 One job per run: train (a finished run is not retrained; an interrupted one continues with
 --resume), then evaluate with eval_lspc.py (unless eval/results.json is newer than the
@@ -25,8 +25,9 @@ failed. At the end (or with --table_only) scripts/make_table.py writes <logdir>/
 exit status 2, before anything is submitted.
 
 --extra is given to every training command, --method_extra only to that method's (its flags
-differ: e.g. --method_extra "lspc=--hidden_dim 32 --latent_dim 8"); write --extra="--flag value"
-with an equals sign when the value is a single flag.
+differ: e.g. --method_extra "lspc=--hidden_dim 32 --latent_dim 8"), also a step count per method
+(--method_extra "fisor=--max_timesteps 3000", with no --max_timesteps for all); write
+--extra="--flag value" with an equals sign when the value is a single flag.
 """
 from __future__ import annotations
 

@@ -1,18 +1,20 @@
-"""Train an OSRL baseline on the same data as LSPC, into the same kind of run directory.
+"""Train a baseline on the same data as LSPC, into the same kind of run directory.
 
-    python scripts/train_baseline.py --algo bc-all|bc-safe|cdt|bcq-lag|bear-lag|cpq|coptidice --task TASK
+    python scripts/train_baseline.py --algo bc-all|bc-safe|cdt|bcq-lag|bear-lag|cpq|coptidice|fisor|trac --task TASK
         [--dataset_path P] [--seed S] [--cost_limit K] [--max_timesteps N] [--batch_size N]
         [--eval_every N] [--eval_episodes N] [--log_every N] [--checkpoint_every_minutes M] [--logdir D]
         [--name NAME] [--device cpu|cuda] [--wandb_mode offline|online|disabled] [--hidden_dim N]
         [--hparam NAME=VALUE ...] [--prompt KAPPA=RETURN,COST ...] [--resume RUN_DIR]
 
-The algorithms are osrl-lib's (``lspc/baselines.py`` is the adapter) with OSRL's default
-hyperparameters and schedule; ``--hidden_dim`` sets every hidden layer's width instead (CDT: its
-embedding width), ``--hparam`` any one hyperparameter (a YAML value, e.g. ``--hparam max_reward=500``
-for CDT's augmentation on data with other reward scales). BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and
-COptiDICE train against ``--cost_limit``: one run per threshold. BC-All and CDT ignore it except for
-choosing the best checkpoint (and CDT's prompt while training); CDT's ``--prompt`` adds or replaces
-the (target return, target cost) it is prompted with at a threshold.
+The first seven are osrl-lib's (``lspc/baselines.py`` is the adapter) with OSRL's default
+hyperparameters and schedule; FISOR and TraC are ours (``lspc/fisor.py``, ``lspc/trac.py``) with
+their authors' defaults and schedules. ``--hidden_dim`` sets every hidden layer's width instead (CDT:
+its embedding width; FISOR: its critics' and its denoiser's), ``--hparam`` any one hyperparameter (a
+YAML value, e.g. ``--hparam max_reward=500`` for CDT's augmentation on data with other reward scales).
+BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE and TraC train against ``--cost_limit``: one run per
+threshold. BC-All, CDT and FISOR ignore it except for choosing the best checkpoint (and CDT's prompt
+while training); CDT's ``--prompt`` adds or replaces the (target return, target cost) it is prompted
+with at a threshold.
 
 Writes <logdir>/<task>-cost-<cost_limit>/<algo>-seed<seed>/ (``--name`` replaces the last part):
 config.yaml, metrics.jsonl, checkpoint/model.pt (latest) and checkpoint/model_best.pt
@@ -36,7 +38,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule, load_baseline_config  # noqa: E402
+from lspc.baselines import (ALGOS, OWN_MODULES, BaselineConfig, BaselineMethod, default_hparams,  # noqa: E402
+                            default_schedule, load_baseline_config, own_module)
 from lspc.cdt import parse_prompts, prompt_for  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 from lspc.run_logger import WANDB_MODES  # noqa: E402
@@ -46,7 +49,8 @@ from lspc_iql_configs import TASK_OVERRIDES, check_device  # noqa: E402
 # flags a resumed run may change: they do not touch the model, its data or its random streams
 RESUMABLE = ("max_timesteps", "eval_every", "eval_episodes", "log_every", "checkpoint_every_minutes", "device",
              "wandb_mode")
-HIDDEN_SIZES = ("a_hidden_sizes", "c_hidden_sizes", "vae_hidden_sizes", "embedding_dim")  # what --hidden_dim sets
+# what --hidden_dim sets
+HIDDEN_SIZES = ("a_hidden_sizes", "c_hidden_sizes", "vae_hidden_sizes", "embedding_dim", "actor_hidden_dim")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,6 +156,8 @@ def validate(cfg: BaselineConfig) -> None:
         raise LSPCError(f"checkpoint_every_minutes must be positive, got {cfg.checkpoint_every_minutes}")
     if cfg.algo == "cdt":
         prompt_for(cfg.hparams, cfg.cost_limit)  # its evaluations during training are prompted for cost_limit
+    if cfg.algo in OWN_MODULES:  # FISOR's and TraC's hyperparameter checks
+        own_module(cfg.algo).check_config(cfg)
     check_device(cfg.device)
 
 

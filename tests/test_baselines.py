@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import eval_lspc
-from lspc.baselines import (ALGOS, PER_THRESHOLD, Baseline, config_dict, default_hparams, load_baseline_config,
+from lspc.baselines import (ALGOS, OWN_MODULES, PER_THRESHOLD, config_dict, default_hparams, load_baseline_config, make_agent,
                             make_sampler, training_data)
 from lspc.checkpoint import load_checkpoint, save_checkpoint
 from lspc.data import load_dataset
@@ -35,11 +35,19 @@ TRAIN_KEYS = {
     "cdt": {"nll", "ent", "ent_reg", "all_loss", "act_loss", "cost_loss", "cost_acc", "state_loss", "train_lr"},
     "bear-lag": {"loss_vae", "critic_loss", "cost_critic_loss", "actor_loss", "mmd_loss", "qc_penalty", "lagrangian",
                  "alpha_value"},
+    "fisor": {"actor_loss", "value_loss", "q_loss", "reach_value_loss", "reach_q_loss", "weight_mean",
+              "zero_weight_fraction", "feasible_fraction", "q_mean", "v_mean", "qh_mean", "vh_mean"},
+    "trac": {"bc_loss", "trac_loss", "accuracy", "lr", "trac_phase"},
 }
 EVAL_KEYS = {"eval/reward", "eval/cost", "eval/length", "normalized_eval/reward", "normalized_eval/cost"}
 TIME_KEYS = {"time/train_steps_per_s", "time/eval_s", "time/eval_share", "time/checkpoint_s", "time/checkpoint_share"}
-# the tiny file is too small for CDT's Pareto augmentation (its grid filter keeps no trajectory)
-TINY_DATA_FLAGS = {"cdt": ["--hparam", "augment_percent=0"]}
+# the tiny file is too small for CDT's Pareto augmentation (its grid filter keeps no trajectory); FISOR's critics
+# train on a part of the batch (256 by default, more than the tests' 64); TraC switches
+# from BC to classification at step 5, so the checkpoints of the resume test hold its frozen reference
+TINY_HPARAMS = {"cdt": {"augment_percent": 0}, "fisor": {"critic_batch_size": 32},
+                "trac": {"bc_steps": 5, "warmup_steps": 5}}
+TINY_DATA_FLAGS = {algo: [token for name, value in hparams.items() for token in ("--hparam", f"{name}={value}")]
+                   for algo, hparams in TINY_HPARAMS.items()}
 
 
 def without_timing(rows):
@@ -105,15 +113,17 @@ def test_run_directory_config_and_checkpoint(runs):
         assert [raw[key] for key in ("algo", "task", "seed", "cost_limit", "episode_len")] == [algo, TASK, 0, 10, 100]
         assert load_baseline_config(os.path.join(run_dir, "config.yaml")) == cfg
         defaults = default_hparams(algo, TASK)
-        widths = {"a_hidden_sizes": [32, 32], "c_hidden_sizes": [32, 32], "vae_hidden_sizes": 32, "embedding_dim": 32}
-        changed = {**{k: v for k, v in widths.items() if k in defaults}, **({"augment_percent": 0} if algo == "cdt" else {})}
+        widths = {"a_hidden_sizes": [32, 32], "c_hidden_sizes": [32, 32], "vae_hidden_sizes": 32, "embedding_dim": 32,
+                  "actor_hidden_dim": 32}
+        changed = {**{k: v for k, v in widths.items() if k in defaults}, **TINY_HPARAMS.get(algo, {})}
         assert cfg.hparams == {**defaults, **changed}
         # the checkpoint: weights only, complete
         checkpoint = torch.load(os.path.join(run_dir, "checkpoint", "model.pt"), weights_only=True)
         assert set(checkpoint) == {"step", "model", "rng", "window", "best", "config", "wandb_id"}
         assert checkpoint["step"] == 20 and checkpoint["config"] == config_dict(cfg)
         assert {"python", "numpy", "torch", "sampler"} <= set(checkpoint["rng"])
-        assert checkpoint["model"]["optimizers"] and checkpoint["model"]["model"]
+        if algo not in OWN_MODULES:  # ours are checked below
+            assert checkpoint["model"]["optimizers"] and checkpoint["model"]["model"]
     # the state osrl keeps outside state_dict()
     cpq = load_checkpoint(os.path.join(runs["cpq"][0], "checkpoint", "model.pt"))["model"]
     assert set(cpq["tensors"]) == {"log_alpha"}
@@ -131,6 +141,16 @@ def test_run_directory_config_and_checkpoint(runs):
     assert set(cdt["tensors"]) == {"log_temperature"}
     assert set(cdt["optimizers"]) == {"trainer.optim", "trainer.log_temperature_optimizer"}
     assert cdt["schedulers"]["scheduler"]["last_epoch"] == 20  # the warm-up schedule's position
+    # ours: FISOR's target critics, EMA actor, training-noise generator and update count (its lr schedule)
+    fisor = load_checkpoint(os.path.join(runs["fisor"][0], "checkpoint", "model.pt"))["model"]
+    assert set(fisor["networks"]) == {"actor", "actor_ema", "q", "q_target", "value", "reach_q", "reach_q_target",
+                                      "reach_value"}
+    assert set(fisor["optimizers"]) == {"actor", "q", "reach_q", "value", "reach_value"}
+    assert fisor["actor_updates"] == 40 and fisor["generator"].dtype == torch.uint8  # two actor updates a step
+    # TraC's frozen reference (BC ended at step 5) beside the policy, and its update count
+    trac = load_checkpoint(os.path.join(runs["trac"][0], "checkpoint", "model.pt"))["model"]
+    assert {"actor", "reference", "optimizer", "step"} <= set(trac) and trac["step"] == 20
+    assert any(not torch.equal(trac["actor"][k], trac["reference"][k]) for k in trac["actor"])
 
 
 def test_metrics_are_finite_and_logged_every_log_every(runs):
@@ -175,7 +195,7 @@ def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path)
     env, device = make_env(TASK), torch.device("cpu")
     data = training_data(cfg, load_dataset(env, ballrun_file))
     sampler = make_sampler(cfg, data, device)
-    agent = Baseline(cfg, env, device, data)
+    agent = make_agent(cfg, env, device, data)
     for _ in range(3):
         agent.train(sampler.sample(cfg.batch_size))
     obs = torch.as_tensor(data["observations"][:16], dtype=torch.float32)
@@ -189,17 +209,17 @@ def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path)
 
     path = str(tmp_path / "model.pt")
     save_checkpoint(path, {"model": agent.state_dict()})
-    fresh = Baseline(cfg, env, device)  # no data: as eval_lspc.py builds it
+    fresh = make_agent(cfg, env, device)  # no data: as eval_lspc.py builds it
     assert not torch.equal(actions(fresh, 0), actions(agent, 0))
     fresh.load_state_dict(torch.load(path, weights_only=True)["model"])
     assert torch.equal(actions(fresh, 0), actions(agent, 0))
     assert_same_state(fresh.state_dict(), agent.state_dict())
-    # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent)
+    # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent, FISOR's diffusion sampler)
     torch.manual_seed(0)
     global_state = torch.get_rng_state()
     assert torch.equal(actions(agent, 1), actions(agent, 1))
     assert torch.equal(torch.get_rng_state(), global_state)
-    assert torch.equal(actions(agent, 1), actions(agent, 2)) == (algo != "bcq-lag")
+    assert torch.equal(actions(agent, 1), actions(agent, 2)) == (algo not in ("bcq-lag", "fisor"))  # stochastic ones
     env.close()
 
 
@@ -293,7 +313,11 @@ def test_metrics_window_averages_and_names_the_first_non_finite_statistic():
     (dict(max_time=5), "unrecognized arguments: --max_time 5"),  # abbreviations are not taken
     (dict(latent_dim=8), "unrecognized arguments: --latent_dim 8"),
     (dict(wandb_mode="sometimes"), "wandb_mode must be one of ['online', 'offline', 'disabled']"),
-    (dict(algo=None), "--algo is required (one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice)"),
+    (dict(algo="fisor", batch_size=16), "fisor: critic_batch_size 32 is larger than batch_size 16"),
+    (dict(algo="fisor", batch_size=63), "fisor: batch_size must be even (the actor trains on its two halves), got 63"),
+    (dict(algo="trac", hparam="seg_ratio=0"), "trac: seg_ratio must be a number in (0, 1], got 0"),
+    (dict(algo="trac", hparam="safe_top_perc=0"), "trac: safe_top_perc must be a number in (0, 1], got 0"),
+    (dict(algo=None), "--algo is required (one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice, fisor, trac)"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(ballrun_file, tmp_path, capsys, change, expected):
     with pytest.raises(SystemExit) as exit_info:

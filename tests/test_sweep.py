@@ -195,9 +195,9 @@ def test_dry_run_prints_the_commands_and_runs_nothing(dataset_dir, tmp_path, cap
 
 @pytest.mark.parametrize("change, expected", [
     (("--tasks", "OfflineNoSuchTask-v0"), "unknown task 'OfflineNoSuchTask-v0'"),
-    (("--methods", "fisor"), "unknown method 'fisor'"),
+    (("--methods", "sac"), "unknown method 'sac'"),
     (("--dataset_dir", "{empty}"), "no dataset file {empty}/OfflineBallRun-v0.hdf5"),
-    (("--method_extra", "fisor=--x 1"), "--method_extra takes METHOD=ARGS"),
+    (("--method_extra", "sac=--x 1"), "--method_extra takes METHOD=ARGS"),
     (("--seeds", "-1"), "seeds must be >= 0"),
     (("--jobs", "0"), "--jobs must be >= 1"),
 ])
@@ -335,13 +335,14 @@ def test_make_table_names_missing_and_duplicate_runs(tmp_path, capsys, breaks, e
 
 
 def test_miniature_sweep_of_every_method_down_to_the_table(dataset_dir, tmp_path):
-    """All eight methods, one seed, 20 steps with small networks: every run trains, is evaluated at
+    """All ten methods, one seed, 20 steps with small networks: every run trains, is evaluated at
     its thresholds and lands in its column of the table, in the paper's order."""
-    methods = ["lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice"]
+    methods = ["lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac"]
     small = "--hidden_dim 32 --batch_size 64 --wandb_mode disabled --device cpu"
-    extra = [token for m in methods
-             for token in ("--method_extra", f"{m}={small}" + {"lspc": " --latent_dim 8",
-                                                              "cdt": " --hparam augment_percent=0"}.get(m, ""))]
+    own = {"lspc": " --latent_dim 8", "cdt": " --hparam augment_percent=0", "fisor": " --hparam critic_batch_size=32",
+           # the tiny file has no unsafe segment at 40: the bottom of the safe ones are the undesirable ones
+           "trac": " --hparam bc_steps=10 --hparam warmup_steps=5 --hparam safe_bottom_perc=0.5"}
+    extra = [token for m in methods for token in ("--method_extra", f"{m}={small}" + own.get(m, ""))]
     logdir = tmp_path / "sweep"
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), "--executor", "local", "--tasks", TASK,
            "--seeds", "0", "--methods", *methods, "--logdir", str(logdir), "--dataset_dir", str(dataset_dir),
@@ -349,15 +350,18 @@ def test_miniature_sweep_of_every_method_down_to_the_table(dataset_dir, tmp_path
            "--eval_extra=--no_figures", *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "18 runs, 0 already done (skipped), 18 to run" in result.stdout  # 3 + 5 per-threshold methods x 3
+    assert "22 runs, 0 already done (skipped), 22 to run" in result.stdout  # 4 + 6 per-threshold methods x 3
     with open(os.path.join(logdir, "table.csv")) as f:
         (row,) = list(csv.DictReader(f))
-    assert row["runs"] == "18" and row["thresholds"] == "10 20 40"
-    for policy in ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "lspc-s", "lspc-o", "cvae"):
+    assert row["runs"] == "22" and row["thresholds"] == "10 20 40"
+    policies = ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac", "lspc-s",
+                "lspc-o", "cvae")
+    for policy in policies:
         for what in ("reward", "cost"):
             float(row[f"{policy}_normalized_{what}"])  # every column filled
     header = open(os.path.join(logdir, "table.md")).read().splitlines()[0]
-    order = ["BC-All", "BC-Safe", "CDT", "BCQ-Lag", "BEAR-Lag", "CPQ", "COptiDICE", "LSPC-S", "LSPC-O", "CVAE"]
+    order = ["BC-All", "BC-Safe", "CDT", "BCQ-Lag", "BEAR-Lag", "CPQ", "COptiDICE", "FISOR", "TraC", "LSPC-S",
+             "LSPC-O", "CVAE"]
     positions = [header.index(f"| {name} reward") for name in order]
     assert positions == sorted(positions)
     # CDT: one model, scored at every threshold with that threshold's prompt

@@ -1,0 +1,233 @@
+"""FISOR (lspc/fisor.py): its losses, weights and diffusion schedule against hand-computed numbers,
+acting, seeding, checkpoints and a few training steps."""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lspc import LSPCError, fisor
+from lspc.baselines import BaselineConfig
+from lspc.envs import make_env
+
+TASK = "OfflineBallRun-v0"
+SMALL = {"c_hidden_sizes": [32, 32], "actor_hidden_dim": 16, "time_dim": 8, "time_hidden_sizes": [16, 16],
+         "critic_batch_size": 16, "num_candidates": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def env():
+    environment = make_env(TASK)
+    yield environment
+    environment.close()
+
+
+def make_cfg(batch_size=64, seed=0, **hparams):
+    return BaselineConfig(algo="fisor", task=TASK, episode_len=100, seed=seed, batch_size=batch_size,
+                          hparams={**fisor.default_hparams(TASK), **SMALL, **hparams})
+
+
+def synthetic_data(env, episodes=4, length=25, seed=0):
+    """Random transitions of env's shapes: episodes of ``length`` steps ending in timeouts, a few costs."""
+    rng = np.random.default_rng(seed)
+    n = episodes * length
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[length - 1::length] = True
+    return {"observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+            "next_observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+            "rewards": rng.uniform(0, 1, size=n).astype(np.float32),
+            "costs": (rng.uniform(size=n) < 0.2).astype(np.float32),
+            "terminals": np.zeros(n, dtype=bool), "timeouts": timeouts}
+
+
+def test_defaults_are_plain_yaml_and_metadrive_clips_the_infeasible_weight():
+    hparams = fisor.default_hparams(TASK)
+    assert yaml.safe_load(yaml.safe_dump(hparams)) == hparams
+    assert hparams["cost_min_weight"] == 0.0
+    assert fisor.default_hparams("OfflineMetadrive-easysparse-v0")["cost_min_weight"] == 1.0
+    assert hparams["c_hidden_sizes"] == [256, 256] and hparams["actor_hidden_dim"] == 256
+    assert fisor.default_schedule(TASK) == {"max_timesteps": 1_000_000, "batch_size": 2048, "eval_every": 250_000,
+                                            "eval_episodes": 20}
+
+
+def test_reachability_signal_and_target():
+    h = fisor.reach_signal(torch.tensor([0.0, 0.5, 3.0]), 25.0)
+    assert h.tolist() == [-1.0, 25.0, 25.0]
+    h = torch.tensor([25.0, -1.0, -1.0, -1.0, 25.0])
+    next_vh = torch.tensor([3.0, -0.5, 2.0, 2.0, -4.0])
+    dones = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])
+    target = fisor.reach_target(h, next_vh, dones, gamma=0.9)
+    # 0.1*25 + 0.9*max(25, 3); 0.1*-1 + 0.9*max(-1, -0.5); 0.1*-1 + 0.9*max(-1, 2); terminals: h
+    assert target.tolist() == pytest.approx([25.0, -0.55, 1.7, -1.0, 25.0], abs=1e-6)
+
+
+def test_reversed_expectile_penalizes_v_h_above_q_h():
+    qh = torch.tensor([1.0])
+    # V_h = 3 over-estimates Q_h = 1: weight 0.9 * 2^2; V_h = -1 under-estimates it: weight 0.1 * 2^2
+    assert fisor.reversed_expectile_loss(qh - torch.tensor([3.0]), 0.9).item() == pytest.approx(3.6)
+    assert fisor.reversed_expectile_loss(qh - torch.tensor([-1.0]), 0.9).item() == pytest.approx(0.4)
+    # the IQL loss of the reward V is the other way round
+    assert fisor.expectile_loss(qh - torch.tensor([3.0]), 0.9).item() == pytest.approx(0.4)
+    assert fisor.expectile_loss(qh - torch.tensor([-1.0]), 0.9).item() == pytest.approx(3.6)
+    # over Q_h samples {0, 10} the loss 0.9 V^2 + 0.1 (10 - V)^2 (halved by the mean) is minimal at V = 1,
+    # a low expectile; IQL's minimum is at V = 9
+    for loss, minimum in ((fisor.reversed_expectile_loss, 1.0), (fisor.expectile_loss, 9.0)):
+        v = torch.tensor([minimum, minimum], requires_grad=True)
+        loss(torch.tensor([0.0, 10.0]) - v, 0.9).backward()
+        assert v.grad.sum().item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_feasibility_weights_three_cases_and_clips():
+    h = fisor.default_hparams(TASK)
+    # rows: infeasible (V_h 0.5 > 0, Q_h 0.3), infeasible clipped at 150, infeasible with Q_h > V_h,
+    # feasible state and action, feasible clipped at 100, feasible state with infeasible action,
+    # boundary V_h = 0 and Q_h = 0 (feasible)
+    vh = torch.tensor([0.5, 2.0, 1.0, -1.0, -1.0, -1.0, 0.0])
+    qh = torch.tensor([0.3, 0.0, 2.0, -2.0, -2.0, 0.5, 0.0])
+    q = torch.tensor([0.0, 0.0, 0.0, 1.0, 5.0, 9.0, 0.2])
+    v = torch.tensor([0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    w = fisor.feasibility_weights(q, v, qh, vh, h)
+    expected = [math.exp(1.0), 150.0, math.exp(-5.0), math.exp(1.5), 100.0, 0.0, math.exp(0.6)]
+    assert w.tolist() == pytest.approx(expected, rel=1e-5)
+    metadrive = fisor.feasibility_weights(q, v, qh, vh, fisor.default_hparams("OfflineMetadrive-easysparse-v0"))
+    assert metadrive.tolist() == pytest.approx([math.exp(1.0), 150.0, 1.0, *expected[3:]], rel=1e-5)
+
+
+def test_vp_schedule_for_five_steps():
+    # alpha_t = exp(-0.1/5 - 0.5 * 9.9 * (2t - 1) / 25) = exp(-(0.02 + 0.198 (2t - 1)))
+    schedule = fisor.Schedule(5, 0.1, 10.0, torch.device("cpu"))
+    exponents = [0.218, 0.614, 1.010, 1.406, 1.802]
+    assert schedule.alphas.tolist() == pytest.approx([math.exp(-e) for e in exponents], rel=1e-6)
+    assert schedule.alphas.tolist() == pytest.approx([0.804125, 0.541182, 0.364219, 0.245122, 0.164969], abs=1e-6)
+    assert schedule.betas.tolist() == pytest.approx([0.195875, 0.458818, 0.635781, 0.754878, 0.835031], abs=1e-6)
+    # cumulative exponents 0.218, 0.832, 1.842, 3.248, 5.05
+    assert schedule.alpha_bars.tolist() == pytest.approx([0.804125, 0.435178, 0.158500, 0.038852, 0.006409], abs=1e-6)
+
+
+def test_ddpm_sampling_with_the_true_noise_returns_the_action():
+    schedule = fisor.Schedule(5, 0.1, 10.0, torch.device("cpu"))
+    a0 = torch.tensor([[0.3, -0.7], [0.9, 0.0], [-0.2, 0.5]])
+    t = torch.tensor([0, 2, 4])
+    noise = torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.1]])
+    noisy = fisor.diffuse(a0, t, noise, schedule)
+    root = schedule.alpha_bars[t].sqrt().unsqueeze(-1)
+    assert torch.allclose(noisy, root * a0 + (1 - root ** 2).sqrt() * noise)
+
+    def true_noise(states, x, steps):  # the eps that carries a0 to x at each row's step
+        alpha_bar = schedule.alpha_bars[steps.long().squeeze(-1)].unsqueeze(-1)
+        return (x - alpha_bar.sqrt() * a0) / (1 - alpha_bar).sqrt()
+
+    generator = torch.Generator().manual_seed(3)
+    sampled = fisor.ddpm_sample(true_noise, torch.zeros(3, 7), 2, schedule, -torch.ones(2), torch.ones(2), generator)
+    assert torch.allclose(sampled, a0, atol=1e-5)
+
+
+def test_safest_candidate_and_act_pick_the_lowest_q_h(env):
+    candidates = torch.tensor([[[0.1], [0.2], [0.3]], [[0.4], [0.5], [0.6]]])
+    qh = torch.tensor([[1.0, -2.0, 0.0], [-1.0, 3.0, -5.0]])
+    assert torch.equal(fisor.safest_candidate(candidates, qh), candidates[[0, 1], [1, 2]])
+
+    agent = fisor.FISOR(make_cfg(), env, torch.device("cpu"))
+
+    class OppositeHeads(torch.nn.Module):  # heads a_0 and -a_0: their max is |a_0|, their min -|a_0|
+        def forward(self, states, actions):
+            return torch.stack([actions[:, 0], -actions[:, 0]])
+
+    agent.reach_q_target = OppositeHeads()
+    obs = torch.randn(3, env.observation_space.shape[0])
+    action = agent.act(obs, torch.Generator().manual_seed(5))
+    k = agent.hparams["num_candidates"]
+    states = obs.repeat_interleave(k, dim=0)
+    candidates = fisor.ddpm_sample(agent.actor_ema, states, 2, agent.schedule, agent.low, agent.high,
+                                   torch.Generator().manual_seed(5)).view(3, k, 2)
+    best = candidates[:, :, 0].abs().argmin(dim=1)
+    assert torch.equal(action, candidates[torch.arange(3), best])
+
+
+def test_act_draws_only_from_its_generator(env):
+    agent = fisor.FISOR(make_cfg(), env, torch.device("cpu"))
+    obs = torch.randn(5, env.observation_space.shape[0])
+    global_state = torch.get_rng_state()
+    first = agent.act(obs, torch.Generator().manual_seed(11))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(first, agent.act(obs, torch.Generator().manual_seed(11)))
+    assert not torch.equal(first, agent.act(obs, torch.Generator().manual_seed(12)))
+    assert first.shape == (5, 2) and first.abs().max() <= 1.0
+
+
+def test_training_is_finite_moves_every_network_and_resumes_bit_exactly(env):
+    cfg = make_cfg()
+    data = synthetic_data(env)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    agent = fisor.FISOR(cfg, env, device, data)
+    sampler = fisor.make_sampler(cfg, data, device)
+    before = {name: [p.detach().clone() for p in getattr(agent, name).parameters()] for name in fisor._NETWORKS}
+    global_state = torch.get_rng_state()
+    for _ in range(3):
+        metrics = agent.train(sampler.sample(cfg.batch_size))
+    assert torch.equal(torch.get_rng_state(), global_state)  # dropout and diffusion noise from the agent's generator
+    assert tuple(metrics) == fisor.METRIC_NAMES
+    assert all(value.dim() == 0 and torch.isfinite(value) for value in metrics.values())
+    for name, params in before.items():
+        assert any(not torch.equal(p, q) for p, q in zip(params, getattr(agent, name).parameters())), name
+    assert agent.actor_updates == 6
+
+    buffer = io.BytesIO()
+    torch.save(agent.state_dict(), buffer)
+    buffer.seek(0)
+    restored = fisor.FISOR(cfg, env, device)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    obs = torch.randn(4, env.observation_space.shape[0])
+    actions = [model.act(obs, torch.Generator().manual_seed(1)) for model in (agent, restored)]
+    assert torch.equal(*actions)
+    batch = sampler.sample(cfg.batch_size)
+    expected, got = agent.train(batch), restored.train(batch)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    for name in fisor._NETWORKS:
+        for p, q in zip(getattr(agent, name).parameters(), getattr(restored, name).parameters()):
+            assert torch.equal(p, q), name
+
+
+def test_actor_learning_rate_decays_like_optax_cosine(env):
+    agent = fisor.FISOR(make_cfg(actor_lr_decay_steps=100), env, torch.device("cpu"))
+    for updates, lr in ((0, 3e-4), (50, 1.5e-4), (100, 0.0), (150, 0.0)):
+        agent.actor_updates = updates
+        assert agent._actor_lr() == pytest.approx(lr, abs=1e-12)
+
+
+def test_make_sampler_normalizes_rewards_by_the_spread_of_episode_returns(env):
+    data = synthetic_data(env, episodes=3, length=4)
+    data["rewards"] = np.array([1, 2, 0, 0, 0, 1, 0, 0, 0.5, 0.5, 0.5, 0.5], dtype=np.float32)  # returns 3, 1, 2
+    sampler = fisor.make_sampler(make_cfg(batch_size=8), data, torch.device("cpu"))
+    assert torch.allclose(sampler.rewards, torch.as_tensor(data["rewards"]) * 100 / (3 - 1))
+    assert sampler.dones.tolist() == [0, 0, 0, 1] * 3
+    again = fisor.make_sampler(make_cfg(batch_size=8), data, torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(sampler.sample(8).values(), again.sample(8).values()))
+    data["rewards"] = np.full(12, 0.25, dtype=np.float32)
+    with pytest.raises(LSPCError, match="spread"):
+        fisor.make_sampler(make_cfg(batch_size=8), data, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("batch_size, hparams, message", [
+    (64, {"no_such_hparam": 1}, "no hyperparameters"),
+    (63, {}, "even"),
+    (8, {"critic_batch_size": 16}, "larger than batch_size"),
+    (64, {"reach_expectile": 1.0}, "reach_expectile"),
+    (64, {"c_hidden_sizes": []}, "c_hidden_sizes"),
+])
+def test_hyperparameters_that_cannot_work_are_refused(env, batch_size, hparams, message):
+    with pytest.raises(LSPCError, match=message):
+        fisor.FISOR(make_cfg(batch_size=batch_size, **hparams), env, torch.device("cpu"))
