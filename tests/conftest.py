@@ -2,6 +2,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -31,3 +32,23 @@ def tiny_args(dataset: str, logdir, **overrides) -> list:
                  wandb_mode="disabled", device="cpu")
     flags.update(overrides)
     return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one thread runs them fastest, and two on a busy 2-core machine many times slower.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ballrun_env():
+    """The real BallRun environment, closed after the module."""
+    from lspc.envs import make_env
+
+    env = make_env("OfflineBallRun-v0")
+    yield env
+    env.close()

@@ -29,12 +29,7 @@ needs_metadrive = pytest.mark.skipif(importlib.util.find_spec("metadrive") is No
                                      reason="MetaDrive is not installed (make install-suites)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is fastest on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------

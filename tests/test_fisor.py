@@ -17,19 +17,12 @@ SMALL = {"c_hidden_sizes": [32, 32], "actor_hidden_dim": 16, "time_dim": 8, "tim
          "critic_batch_size": 16, "num_candidates": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def env():
-    environment = make_env(TASK)
-    yield environment
-    environment.close()
+def env(ballrun_env):
+    return ballrun_env
 
 
 def make_cfg(batch_size=64, seed=0, **hparams):
@@ -157,6 +150,9 @@ def test_safest_candidate_and_act_pick_the_lowest_q_h(env):
 
 
 def test_act_draws_only_from_its_generator(env):
+    # a seeded initialization: an untrained denoiser can push every candidate onto the box's corners,
+    # where two noise seeds give the same actions (5 of 200 initializations do)
+    torch.manual_seed(0)
     agent = fisor.FISOR(make_cfg(), env, torch.device("cpu"))
     obs = torch.randn(5, env.observation_space.shape[0])
     global_state = torch.get_rng_state()

@@ -15,19 +15,12 @@ TASK = "OfflineBallRun-v0"
 K = 0.7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def env():
-    env = make_env(TASK)
-    yield env
-    env.close()
+def env(ballrun_env):
+    return ballrun_env
 
 
 def make_cfg(seed: int = 0, cost_limit: float = 10.0, episode_len: int = 100, **hparams) -> BaselineConfig:
