@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
+COLLECT_STAMP := $(VENV)/.installed-collect
 
-.PHONY: install install-suites demo test test-slurm datasets clean-venv
+.PHONY: install install-suites install-collect demo test test-slurm datasets clean-venv
 
 install: $(STAMP)
 
@@ -26,20 +27,32 @@ $(SUITES_STAMP): $(STAMP) requirements-suites.txt requirements-suites-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-suites-nodeps.txt
 	touch $(SUITES_STAMP)
 
+# FSRL's safe-RL agents (tianshou, numba), for datasets of tasks without a controller (--behaviour fsrl).
+install-collect: $(COLLECT_STAMP)
+
+$(COLLECT_STAMP): $(STAMP) requirements-collect.txt
+	$(PY) -m pip install --quiet -r requirements-collect.txt
+	touch $(COLLECT_STAMP)
+
 demo: install
 	PYTHON=$(PY) bash scripts/demo.sh
 
 # Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
+# TASKS names others, e.g. `make datasets TASKS="OfflineDroneRun-v0"`: tasks without a controller get
+# FSRL behaviour agents (trained once, cached in ~/.lspc/agents) and need `make install-collect`.
+# COLLECT_FLAGS passes more flags, e.g. COLLECT_FLAGS="--agent_steps 1000000 --cost_limits 5 20 80".
 DATA_DIR ?= $(HOME)/.lspc/datasets
 DATASET_TASKS := OfflineBallRun-v0 OfflineCarRun-v0 OfflineBallCircle-v0 OfflineCarCircle-v0
+TASKS ?= $(DATASET_TASKS)
 DATASET_EPISODES ?= 600
+COLLECT_FLAGS ?=
 
-datasets: $(foreach task,$(DATASET_TASKS),$(DATA_DIR)/$(task).hdf5)
+datasets: $(foreach task,$(TASKS),$(DATA_DIR)/$(task).hdf5)
 
-$(DATA_DIR)/%.hdf5: | $(STAMP)
-	$(PY) scripts/collect_dataset.py --task $* --episodes $(DATASET_EPISODES) --seed 0 --out $@
+$(DATA_DIR)/%.hdf5: | $(STAMP) $(if $(filter-out $(DATASET_TASKS),$(TASKS)),$(COLLECT_STAMP))
+	$(PY) scripts/collect_dataset.py --task $* --episodes $(DATASET_EPISODES) --seed 0 --out $@ $(COLLECT_FLAGS)
 
-test: install install-suites
+test: install install-suites install-collect
 	$(PY) -m pytest -q tests
 
 # The sweep on a real Slurm cluster, requeue included (tests/test_slurm.py): a failure, not a skip, when

@@ -9,17 +9,24 @@ cost (``dsrl.infos.MAX_EPISODE_COST``, see ``default_cost_cap``) are dropped.
 
 Episode ``i`` depends only on ``(seed, i)``: the same seed gives the same file whatever the number
 of worker processes.
+
+What every behaviour shares (lspc.behaviour's FSRL agents too) is here as well: the DSRL layout and
+its writer, DSRL's (cost, reward) grid filter, and episodes saved in chunks so that a long
+collection can be resumed.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import importlib.metadata
 import io
-from typing import Callable, Dict, List, Optional, Tuple
+import json
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import h5py
 import numpy as np
+import tqdm
 
 from lspc import LSPCError
 from lspc.checkpoint import atomic_write_bytes
@@ -205,29 +212,166 @@ def collect(task: str, episodes: int, seed: int, workers: int = 1, max_cost: Opt
         if pool is not None:
             pool.shutdown()
     kept = kept[:episodes]
-    data = {key: np.concatenate([ep[key] for _, ep in kept]) for key in DSRL_KEYS}
-    for key in ("observations", "next_observations", "actions", "rewards", "costs"):
-        data[key] = data[key].astype(np.float32)
-    for key in ("terminals", "timeouts"):
-        data[key] = data[key].astype(bool)
+    data = episodes_to_dsrl([ep for _, ep in kept])
     data["episode_indices"] = np.array([i for i, _ in kept])
     data["episode_start_seeds"] = np.array([episode_start_seed(seed, i) for i, _ in kept])
     data["episodes_attempted"] = np.array(next_index)
     return data
 
 
-def write_dsrl_hdf5(path: str, data: Dict[str, np.ndarray], attrs: Dict[str, object]) -> None:
+def episodes_to_dsrl(episodes: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Concatenate per-episode columns into the DSRL layout and dtypes."""
+    data = {key: np.concatenate([ep[key] for ep in episodes]) for key in DSRL_KEYS}
+    for key in ("observations", "next_observations", "actions", "rewards", "costs"):
+        data[key] = data[key].astype(np.float32)
+    for key in ("terminals", "timeouts"):
+        data[key] = data[key].astype(bool)
+    return data
+
+
+def grid_filter(cost: np.ndarray, reward: np.ndarray, rng: np.random.Generator, cost_bins: int = 60,
+                reward_bins: int = 50, max_per_bin: int = 10, cost_range: Tuple[float, float] = (-np.inf, np.inf),
+                reward_range: Tuple[float, float] = (-np.inf, np.inf)) -> np.ndarray:
+    """Indices (ascending) of the episodes that DSRL's grid filter keeps (its scripts/utils.py).
+
+    The grid spans the episodes' own (cost, reward) extent clipped to the ranges; episodes outside
+    the ranges are dropped. Cell ``(cost - lo) // step`` with ``step = (hi - lo) / bins``, so the
+    maximum gets a cell of its own, as in DSRL. A cell holding more than ``max_per_bin`` episodes
+    keeps ``max_per_bin`` of them drawn without replacement from ``rng``. An extent of zero width
+    is one cell (DSRL divides by zero there).
+    """
+    cost, reward = np.asarray(cost, dtype=np.float64), np.asarray(reward, dtype=np.float64)
+    if cost.shape != reward.shape or cost.ndim != 1:
+        raise LSPCError(f"grid filter needs two equal-length 1-d arrays, got shapes {cost.shape} and {reward.shape}")
+    if max_per_bin <= 0 or cost_bins <= 0 or reward_bins <= 0:
+        raise LSPCError(f"grid filter bins and max_per_bin must be positive, "
+                        f"got {cost_bins}, {reward_bins}, {max_per_bin}")
+    if len(cost) == 0:
+        return np.zeros(0, dtype=np.int64)
+
+    def cells(x: np.ndarray, bounds: Tuple[float, float], bins: int) -> Tuple[np.ndarray, np.ndarray]:
+        lo, hi = max(x.min(), bounds[0]), min(x.max(), bounds[1])
+        inside = (x >= lo) & (x <= hi)
+        step = (hi - lo) / bins
+        # floor division, not floor(x / step): DSRL's ``//`` puts boundary values in the same cells
+        return (np.floor_divide(x - lo, step) if step > 0 else np.zeros_like(x)).astype(np.int64), inside
+
+    cost_cell, cost_inside = cells(cost, cost_range, cost_bins)
+    reward_cell, reward_inside = cells(reward, reward_range, reward_bins)
+    members: Dict[Tuple[int, int], List[int]] = {}
+    for i in np.flatnonzero(cost_inside & reward_inside):
+        members.setdefault((int(cost_cell[i]), int(reward_cell[i])), []).append(int(i))
+    kept: List[int] = []
+    for cell in sorted(members):  # a fixed order, so the draws depend only on rng
+        indices = members[cell]
+        kept += indices if len(indices) <= max_per_bin else rng.choice(indices, max_per_bin, replace=False).tolist()
+    return np.array(sorted(kept), dtype=np.int64)
+
+
+class EpisodeChunks:
+    """Episodes saved in chunks of ``chunk`` consecutive indices under ``directory``, so that an
+    interrupted collection continues from what is on disk. ``meta`` (the collection's parameters)
+    is stored beside them; chunks of a different collection are refused, not mixed in."""
+
+    def __init__(self, directory: str, meta: Dict[str, object], chunk: int) -> None:
+        if chunk <= 0:
+            raise LSPCError(f"chunk must be positive, got {chunk}")
+        self.directory, self.chunk = directory, chunk
+        meta = json.loads(json.dumps({**meta, "chunk": chunk}))  # as it reads back from disk
+        meta_path = os.path.join(directory, "meta.json")
+        os.makedirs(directory, exist_ok=True)
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                saved = json.load(f)
+            if saved != meta:
+                differ = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
+                raise LSPCError(f"{directory} holds episodes of another collection (differs in {', '.join(differ)}); "
+                                "remove it or rerun with the same arguments")
+        else:
+            atomic_write_bytes(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+
+    def _path(self, start: int) -> str:
+        return os.path.join(self.directory, f"chunk-{start:07d}.npz")
+
+    def starts(self, episodes: int) -> List[int]:
+        return list(range(0, episodes, self.chunk))
+
+    def missing(self, episodes: int) -> List[range]:
+        return [range(s, min(s + self.chunk, episodes)) for s in self.starts(episodes)
+                if not self._holds(s, min(s + self.chunk, episodes))]
+
+    def _holds(self, start: int, stop: int) -> bool:
+        if not os.path.exists(self._path(start)):
+            return False
+        with np.load(self._path(start)) as f:
+            return int(f["count"]) >= stop - start
+
+    def save(self, start: int, episodes: Sequence[Dict[str, np.ndarray]]) -> None:
+        """Save the episodes ``start, start + 1, ...``: each a dict of per-step columns and scalars."""
+        columns = {key: [np.asarray(ep[key]) for ep in episodes] for key in episodes[0]}
+        arrays: Dict[str, np.ndarray] = {}
+        for key, values in columns.items():
+            if values[0].ndim == 0:
+                arrays[f"scalar/{key}"] = np.stack(values)
+            else:
+                arrays[f"step/{key}"] = np.concatenate(values)
+                arrays[f"length/{key}"] = np.array([len(v) for v in values])
+        buffer = io.BytesIO()
+        np.savez(buffer, count=len(episodes), **arrays)
+        atomic_write_bytes(self._path(start), lambda f: f.write(buffer.getvalue()))
+
+    def load(self, episodes: int) -> List[Dict[str, np.ndarray]]:
+        """Episodes ``0 .. episodes - 1``, all of which must be saved."""
+        loaded: List[Dict[str, np.ndarray]] = []
+        for start in self.starts(episodes):
+            with np.load(self._path(start)) as f:
+                count, split = int(f["count"]), {}
+                for name in f.files:
+                    kind, _, key = name.partition("/")
+                    if kind == "scalar":
+                        split[key] = list(f[name])
+                    elif kind == "step":
+                        split[key] = np.split(f[name], np.cumsum(f[f"length/{key}"])[:-1])
+            loaded += [{k: np.asarray(v[i]) for k, v in split.items()} for i in range(count)]
+        return loaded[:episodes]
+
+
+def collect_in_chunks(chunks: EpisodeChunks, episodes: int, roll: Callable[[range], List[Dict[str, np.ndarray]]],
+                      workers: int = 1, desc: str = "episodes") -> List[Dict[str, np.ndarray]]:
+    """Roll out the episodes not yet on disk, ``roll(range)`` per chunk (in ``workers`` processes;
+    ``roll`` must then be picklable), saving each chunk as it finishes, with a progress bar."""
+    todo = chunks.missing(episodes)
+    with tqdm.tqdm(total=episodes, initial=episodes - sum(len(r) for r in todo), desc=desc, unit="ep",
+                   dynamic_ncols=True) as bar:
+        def done(r: range, rolled: List[Dict[str, np.ndarray]]) -> None:
+            chunks.save(r.start, rolled)
+            bar.update(len(r))
+
+        if workers > 1 and len(todo) > 1:
+            with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+                for r, rolled in zip(todo, pool.map(roll, todo)):
+                    done(r, rolled)
+        else:
+            for r in todo:
+                done(r, roll(r))
+    return chunks.load(episodes)
+
+
+def write_dsrl_hdf5(path: str, data: Dict[str, np.ndarray], attrs: Dict[str, object],
+                    packages: Iterable[str] = ()) -> None:
     """Write the DSRL keys of ``data`` atomically; provenance and the remaining entries of
     ``data`` (e.g. per-episode start seeds) go into the file attributes, since dsrl slices every
-    dataset it finds per transition."""
+    dataset it finds per transition. ``packages`` are versioned beside the simulator's."""
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
+    # the HDF5 1.8 format stores attributes over 64 KiB (per-episode provenance beyond ~8,000 episodes)
+    with h5py.File(buffer, "w", libver=("v108", "v108")) as f:
         for key in DSRL_KEYS:
             f.create_dataset(key, data=data[key], compression="gzip")
         for name, value in {**attrs, **{k: v for k, v in data.items() if k not in DSRL_KEYS}}.items():
             f.attrs[name] = value
         f.attrs["versions"] = ", ".join(
-            f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in ("dsrl", "bullet-safety-gym", "gymnasium", "numpy")
+            f"{pkg}=={importlib.metadata.version(pkg)}"
+            for pkg in ("dsrl", "bullet-safety-gym", "gymnasium", "numpy", *packages)
         )
     atomic_write_bytes(path, lambda out: out.write(buffer.getvalue()))
 

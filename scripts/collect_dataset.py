@@ -1,36 +1,125 @@
 """Collect a DSRL-layout dataset from the real simulator, with its dataset card.
 
     python scripts/collect_dataset.py --task OfflineCarCircle-v0 --episodes 600 --out data.hdf5 [--seed 0] [--workers 2]
+    python scripts/collect_dataset.py --task OfflineDroneRun-v0 --behaviour fsrl --episodes 3000 --out drone.hdf5 \\
+        [--cost_limits 5 20 80] [--agent_steps 200000] [--action_noise 0.3] [--max_per_bin 10]
 
 Writes data.hdf5 (loadable by dsrl's get_dataset(h5path=...) and by train_lspc_iql.py
 --dataset_path), data.card.json (statistics) and data.card.png (reward-vs-cost scatter).
+
+Behaviours: ``controller`` (the default where one exists: the four Ball/Car tasks) drives the
+simulator with lspc.collect's parameterized controllers. ``fsrl`` (the default elsewhere; needs
+`make install-collect`) trains FSRL PPO-Lagrangian agents at several cost limits, as DSRL did, or
+reuses them from --agent_cache, rolls out their checkpoints with action noise, drops episodes
+above the cost cap and thins the (cost, reward) plane with DSRL's grid filter. Its episodes are
+saved in chunks beside the output (data.chunks/), so an interrupted collection continues there.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import json
 import os
+import shutil
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
+
 from lspc import LSPCError  # noqa: E402
 from lspc.collect import CONTROLLERS, collect, default_cost_cap, write_dsrl_hdf5  # noqa: E402
 from lspc.dataset_card import write_card  # noqa: E402
+from lspc.envs import check_task  # noqa: E402
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(CONTROLLERS))
-    parser.add_argument("--episodes", type=int, default=600, help="episodes to keep (after the cost filter)")
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--behaviour", choices=("controller", "fsrl"), default=None,
+                        help="default: controller for the Ball/Car tasks, fsrl otherwise")
+    parser.add_argument("--episodes", type=int, default=600,
+                        help="controller: episodes to keep (after the cost filter); "
+                             "fsrl: episodes to roll out (before the cost cap and grid filter)")
     parser.add_argument("--out", required=True, help="output .hdf5 file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_cost", type=float, default=None,
                         help="drop episodes costing more (default: DSRL's max episode cost, at least 2x the top threshold)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="simulator processes")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="simulator processes (fsrl: also agents trained at once)")
+    fsrl = parser.add_argument_group("fsrl behaviour")
+    fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
+                      help="one agent per cost limit "
+                           "(default: half the lowest threshold, the middle one, twice the highest)")
+    fsrl.add_argument("--agent_steps", type=int, default=200_000, help="training steps per agent")
+    fsrl.add_argument("--agent_epoch_steps", type=int, default=10_000, help="training steps per checkpoint")
+    fsrl.add_argument("--agent_episodes_per_collect", type=int, default=20, help="episodes per policy update")
+    fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128])
+    fsrl.add_argument("--agent_seed", type=int, default=0)
+    fsrl.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
+    fsrl.add_argument("--action_noise", type=float, default=0.3,
+                      help="per episode, Gaussian action noise of a scale drawn from [0, this]")
+    fsrl.add_argument("--max_per_bin", type=int, default=10, help="grid filter: episodes kept per (cost, reward) cell")
+    fsrl.add_argument("--cost_bins", type=int, default=60, help="grid filter: cells along the cost return")
+    fsrl.add_argument("--reward_bins", type=int, default=50, help="grid filter: cells along the reward return")
+    fsrl.add_argument("--chunk", type=int, default=20, help="episodes per chunk saved on disk")
+    return parser.parse_args()
+
+
+def collect_controller(args: argparse.Namespace, cost_cap: float) -> tuple:
+    data = collect(args.task, args.episodes, args.seed, args.workers, cost_cap)
+    provenance = {"task": args.task, "seed": args.seed, "behaviour": CONTROLLERS[args.task].__name__,
+                  "cost_filter": f"episode cost <= {cost_cap:g}"}
+    return data, provenance, {"episodes_attempted": int(data["episodes_attempted"])}, ()
+
+
+def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
+    from lspc import behaviour
+
+    # checked before any training, which can take hours
+    for name in ("episodes", "agent_steps", "agent_epoch_steps", "agent_episodes_per_collect", "max_per_bin",
+                 "cost_bins", "reward_bins", "chunk"):
+        if getattr(args, name) <= 0:
+            raise LSPCError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.action_noise < 0 or min(args.cost_limits or [0]) < 0:
+        raise LSPCError(f"--action_noise and --cost_limits must be non-negative, got {args.action_noise:g} "
+                        f"and {args.cost_limits}")
+    behaviour.import_fsrl()
+    config = behaviour.AgentConfig(steps=args.agent_steps, epoch_steps=args.agent_epoch_steps,
+                                   episode_per_collect=args.agent_episodes_per_collect,
+                                   hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
+    limits = tuple(args.cost_limits) if args.cost_limits else behaviour.default_agent_cost_limits(args.task)
+    cache = args.agent_cache or behaviour.DEFAULT_CACHE
+    train = functools.partial(behaviour.train_agent, args.task, config=config, cache_dir=cache)
+    start = time.perf_counter()
+    if args.workers > 1 and len(limits) > 1:
+        with concurrent.futures.ProcessPoolExecutor(min(args.workers, len(limits))) as pool:
+            agents = list(pool.map(train, limits))
+    else:
+        agents = [train(limit) for limit in limits]
+    training_seconds = time.perf_counter() - start
+
+    data, provenance = behaviour.collect_dataset(
+        args.task, agents, config, args.episodes, args.seed, f"{args.out.removesuffix('.hdf5')}.chunks", cost_cap,
+        args.action_noise, args.max_per_bin, args.cost_bins, args.reward_bins, args.workers, args.chunk)
+    card = {"episodes_attempted": int(data["episodes_attempted"]), "training_seconds": round(training_seconds, 1),
+            "agents_trained_steps": int(sum(a.trained_steps for a in agents)),
+            # what the agents cost, whichever runs trained them: with collection_seconds, the dataset's price
+            "agent_training_seconds": round(sum(a.training_seconds for a in agents), 1),
+            "agents": json.loads(provenance["agents"])}
+    return data, provenance, card, behaviour.PACKAGES  # packages: versioned in the file
+
+
+def main() -> None:
+    args = parse_args()
     try:
+        check_task(args.task)
+        behaviour = args.behaviour or ("controller" if args.task in CONTROLLERS else "fsrl")
+        if behaviour == "controller" and args.task not in CONTROLLERS:
+            raise LSPCError(f"no behaviour controller for {args.task!r}; use --behaviour fsrl "
+                            f"(controllers: {', '.join(sorted(CONTROLLERS))})")
         if not args.out.endswith(".hdf5"):
             raise LSPCError(f"--out must end in .hdf5, got {args.out!r}")
         if args.workers <= 0:
@@ -38,16 +127,22 @@ def main() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         start = time.perf_counter()
         cost_cap = default_cost_cap(args.task) if args.max_cost is None else args.max_cost
-        data = collect(args.task, args.episodes, args.seed, args.workers, cost_cap)
+        run = collect_controller if behaviour == "controller" else collect_with_agents
+        data, provenance, card_extra, packages = run(args, cost_cap)
         seconds = time.perf_counter() - start
-        provenance = {"task": args.task, "seed": args.seed, "behaviour": CONTROLLERS[args.task].__name__,
-                      "cost_filter": f"episode cost <= {cost_cap:g}"}
-        write_dsrl_hdf5(args.out, data, provenance)
-        stem = write_card(args.out, args.task, data, {**provenance, "collection_seconds": round(seconds, 1),
-                                                       "workers": args.workers,
-                                                       "episodes_attempted": int(data["episodes_attempted"])})
+        write_dsrl_hdf5(args.out, data, provenance, packages)
+        scalars = {k: v for k, v in provenance.items() if not isinstance(v, np.ndarray)}  # the card is JSON
+        stem = write_card(args.out, args.task, data, {**scalars, **card_extra, "collection_seconds": round(seconds, 1),
+                                                       "workers": args.workers})
+        if behaviour == "fsrl":
+            shutil.rmtree(f"{stem}.chunks", ignore_errors=True)  # the episodes are in the file now
     except LSPCError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue (trained agents and saved episodes are kept)",
+              file=sys.stderr)
+        sys.exit(130)
     with open(f"{stem}.card.json") as f:
         card = json.load(f)
     print(json.dumps({k: card[k] for k in ("task", "episodes", "transitions", "reward_return", "cost_return",

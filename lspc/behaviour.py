@@ -1,0 +1,341 @@
+"""Behaviour agents for tasks without a controller: FSRL's PPO-Lagrangian, trained per cost limit.
+
+DSRL made its datasets by training FSRL's safe-RL agents online at several cost limits and rolling
+out the checkpoints saved along training, with noise. ``train_agent`` trains one with FSRL's own
+agent, collector and on-policy trainer (PPO-Lagrangian: on BallRun it ran about 4x the environment
+steps per second of SAC-Lagrangian on one core and kept its episode cost near the limit from the
+first 20k steps on, while SAC-Lagrangian's stayed at about 91 of 100 steps for 25k steps) and keeps
+its checkpoints in a cache directory::
+
+    <cache>/<task>/ppol-cost<limit>-seed<seed>/
+        agent.json        what identifies the agent (configuration without the step budget)
+        epoch-0001.pt ... policy weights and statistics after each epoch
+        resume.pt         weights, optimiser and step count of the last finished epoch
+
+Every file is written atomically. A rerun with the same configuration trains nothing; a larger
+step budget, or a training that was interrupted, continues from ``resume.pt`` (the unfinished
+epoch is redone). ``collect_fsrl`` rolls the checkpoints out: episode ``i`` picks a checkpoint and
+a Gaussian action-noise scale and starts from a state that all depend only on ``(seed, i)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lspc import LSPCError
+from lspc.checkpoint import atomic_write_bytes
+from lspc.collect import EpisodeChunks, collect_in_chunks, episode_start_seed, episodes_to_dsrl, grid_filter
+from lspc.data import DSRL_KEYS
+from lspc.envs import check_task, cost_limits, make_env, numpy_state_kept, reset_seeded
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".lspc", "agents")
+PACKAGES = ("fast-safe-rl", "tianshou", "torch")  # versioned in the dataset's provenance
+_INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them with `make install-collect`"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """A PPO-Lagrangian training run; the rest are FSRL's PPO-Lagrangian defaults (fsrl.config.ppol_cfg)."""
+
+    steps: int = 200_000  # environment steps of training
+    epoch_steps: int = 10_000  # steps per epoch: one checkpoint each
+    episode_per_collect: int = 20  # episodes per policy update
+    hidden_sizes: Tuple[int, ...] = (128, 128)
+    seed: int = 0
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.steps / self.epoch_steps)
+
+
+@dataclass(frozen=True)
+class TrainedAgent:
+    task: str
+    cost_limit: float
+    directory: str
+    checkpoints: Tuple[str, ...]  # epoch files, in training order
+    env_steps: Tuple[int, ...]  # training steps behind each checkpoint
+    trained_steps: int  # steps trained by this call (0: all from the cache)
+    training_seconds: float  # wall time of the training behind the last checkpoint, over all runs
+
+
+def default_agent_cost_limits(task: str) -> Tuple[float, ...]:
+    """Half the lowest threshold, the middle one and twice the highest: agents from safe-and-slow
+    to fast-and-unsafe, so that the checkpoints cover every threshold from both sides."""
+    low, middle, high = cost_limits(task)
+    return (low / 2, middle, 2 * high)
+
+
+def import_fsrl() -> None:
+    """Import FSRL's agent stack or say how to install it (tianshou prints old gym's banner)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            import fsrl.agent  # noqa: F401
+    except ImportError as err:
+        raise LSPCError(f"{_INSTALL_HINT} ({err})") from None
+
+
+def agent_dir(cache_dir: str, task: str, cost_limit: float, seed: int) -> str:
+    return os.path.join(cache_dir, task, f"ppol-cost{cost_limit:g}-seed{seed}")
+
+
+@contextlib.contextmanager
+def _global_rngs_kept() -> Iterator[None]:
+    # FSRL's agents reseed random, numpy and torch when built; rollouts must not shift the caller's streams
+    saved = random.getstate()
+    with numpy_state_kept(), torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(saved)
+
+
+def _make_agent(env: gym.Env, cost_limit: float, config: AgentConfig, seed: int):
+    import_fsrl()
+    from fsrl.agent import PPOLagAgent
+    from fsrl.utils import BaseLogger
+
+    class QuietLogger(BaseLogger):
+        def print(self, msg: str, color: str = "green") -> None:
+            pass  # PPO's "early stop due to reaching max kl" on most updates would bury the progress lines
+
+    # a fresh in-memory logger: the trainer reads its statistics; FSRL's default one is shared
+    return PPOLagAgent(env, QuietLogger(), cost_limit=cost_limit, thread=torch.get_num_threads(), seed=seed,
+                       hidden_sizes=config.hidden_sizes, max_grad_norm=0.5)  # max_grad_norm: ppol_cfg's
+
+
+def _save_torch(path: str, obj: object) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _load(path: str) -> dict:
+    # our own cache files; FSRL's Lagrangian state holds numpy scalars, which weights_only refuses
+    return torch.load(path, weights_only=False)
+
+
+def _identity(task: str, cost_limit: float, config: AgentConfig) -> Dict[str, object]:
+    fields = {k: v for k, v in asdict(config).items() if k != "steps"}
+    return json.loads(json.dumps({"agent": "fsrl.agent.PPOLagAgent", "task": task, "cost_limit": cost_limit, **fields}))
+
+
+def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: str = DEFAULT_CACHE,
+                log: Callable[[str], None] = print) -> TrainedAgent:
+    """Train (or reuse, or resume) the agent of ``task`` at ``cost_limit``; see the module docstring."""
+    if config.steps <= 0 or config.epoch_steps <= 0 or config.episode_per_collect <= 0:
+        raise LSPCError("agent steps, epoch steps and episodes per collect must be positive, got "
+                        f"{config.steps}, {config.epoch_steps} and {config.episode_per_collect}")
+    if cost_limit < 0:
+        raise LSPCError(f"cost limits must be non-negative, got {cost_limit:g}")
+    directory = agent_dir(cache_dir, task, cost_limit, config.seed)
+    os.makedirs(directory, exist_ok=True)
+    identity, identity_path = _identity(task, cost_limit, config), os.path.join(directory, "agent.json")
+    if os.path.exists(identity_path):
+        with open(identity_path) as f:
+            saved = json.load(f)
+        if saved != identity:
+            differ = sorted(k for k in identity if saved.get(k) != identity[k])
+            raise LSPCError(f"{directory} holds an agent trained with other settings ({', '.join(differ)}); "
+                            "remove it or pass the same ones")
+    else:
+        atomic_write_bytes(identity_path, lambda f: f.write(json.dumps(identity, indent=1).encode()))
+
+    resume_path = os.path.join(directory, "resume.pt")
+    state = _load(resume_path) if os.path.exists(resume_path) else None
+    done_epochs = state["epoch"] if state else 0
+    trained = 0
+    if done_epochs < config.epochs:
+        trained = _train(task, cost_limit, config, directory, state, log)
+    paths = [os.path.join(directory, f"epoch-{e:04d}.pt") for e in range(1, config.epochs + 1)]
+    saved = [_load(p) for p in paths]
+    return TrainedAgent(task, cost_limit, directory, tuple(paths), tuple(int(w["env_step"]) for w in saved), trained,
+                        float(saved[-1]["train_seconds"]))
+
+
+def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, state: Optional[dict],
+           log: Callable[[str], None]) -> int:
+    import_fsrl()
+    from fsrl.data import FastCollector
+    from fsrl.trainer import OnpolicyTrainer
+    from tianshou.data import VectorReplayBuffer
+    from tianshou.env import DummyVectorEnv
+
+    done_epochs, done_steps, done_seconds = (0, 0, 0.0) if state is None else (
+        state["epoch"], state["env_step"], state["train_seconds"])
+    start = time.perf_counter()
+    # a resumed run draws fresh random numbers, not the first epoch's again
+    seed = int(np.random.SeedSequence([config.seed, done_epochs]).generate_state(1)[0])
+    env = make_env(task)
+    agent = _make_agent(env, cost_limit, config, seed)
+    env.close()
+    if state:
+        agent.policy.load_state_dict(state["policy"])
+        # fsrl 0.1.0's set_extra_state looks for a key in the list it is given and restores nothing:
+        # put the PID Lagrange multipliers back by hand
+        for lag_optim, saved in zip(agent.policy.lag_optims, state["policy"].get("_extra_state") or []):
+            lag_optim.load_state_dict(saved)
+        agent.policy.optim.load_state_dict(state["optim"])
+        log(f"{task} cost limit {cost_limit:g}: resuming after epoch {done_epochs} ({done_steps} steps)")
+    # MetaDrive allows one simulator per process
+    envs = 1 if check_task(task) == "metadrive" else min(config.episode_per_collect, 4)
+    train_envs = DummyVectorEnv([functools.partial(make_env, task)] * envs)
+    collector = FastCollector(agent.policy, train_envs, VectorReplayBuffer(100_000, envs), exploration_noise=True)
+    # fsrl.config.ppol_cfg's batch size and update repeats; no test collector: every epoch is kept anyway
+    trainer = OnpolicyTrainer(policy=agent.policy, train_collector=collector, max_epoch=config.epochs,
+                              batch_size=256, cost_limit=cost_limit, step_per_epoch=config.epoch_steps,
+                              repeat_per_collect=4, episode_per_test=1,  # read by train_step even without tests
+                              episode_per_collect=config.episode_per_collect, logger=agent.logger,
+                              verbose=False, show_progress=False)
+    trainer.start_epoch = done_epochs
+    try:
+        for epoch, stats, _ in trainer:
+            env_step = done_steps + trainer.env_step
+            weights = {"policy": agent.policy.state_dict(), "epoch": epoch, "env_step": env_step,
+                       "train_seconds": done_seconds + time.perf_counter() - start,
+                       "train_reward": float(stats["train/reward"]), "train_cost": float(stats["train/cost"])}
+            # the epoch file first: resume.pt never points past what is on disk
+            _save_torch(os.path.join(directory, f"epoch-{epoch:04d}.pt"), weights)
+            _save_torch(os.path.join(directory, "resume.pt"), {**weights, "optim": agent.policy.optim.state_dict()})
+            log(f"{task} cost limit {cost_limit:g}: epoch {epoch}/{config.epochs}, {env_step} steps, "
+                f"episode reward {weights['train_reward']:.1f}, cost {weights['train_cost']:.1f}")
+    finally:
+        train_envs.close()
+    return trainer.env_step
+
+
+def agent_provenance(agents: Sequence[TrainedAgent], config: AgentConfig) -> Dict[str, object]:
+    """File attributes that say which agents made a dataset."""
+    return {
+        "agents": json.dumps([{"agent": "fsrl.agent.PPOLagAgent", "cost_limit": a.cost_limit, "seed": config.seed,
+                               "training_steps": a.env_steps[-1], "training_seconds": round(a.training_seconds, 1),
+                               "checkpoint_steps": list(a.env_steps)}
+                              for a in agents]),
+        "agent_cost_limits": np.array([a.cost_limit for a in agents], dtype=np.float64),
+        "agent_training_steps": np.array([a.env_steps[-1] for a in agents], dtype=np.int64),
+        "agent_config": json.dumps(asdict(config)),
+        "behaviour_versions": ", ".join(f"{p}=={importlib.metadata.version(p)}" for p in PACKAGES),
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _policy(task: str, hidden_sizes: Tuple[int, ...]):
+    env = make_env(task)
+    with _global_rngs_kept():
+        policy = _make_agent(env, 0.0, AgentConfig(hidden_sizes=hidden_sizes), seed=0).policy
+    env.close()
+    return policy.eval()
+
+
+@functools.lru_cache(maxsize=64)
+def _weights(path: str) -> dict:
+    return _load(path)["policy"]
+
+
+def episode_plan(seed: int, episode: int, checkpoints: int,
+                 action_noise: float) -> Tuple[np.random.Generator, int, float]:
+    """Episode ``episode``'s generator (for its action noise), checkpoint index and noise scale."""
+    rng = np.random.default_rng([seed, episode, 2])
+    return rng, int(rng.integers(checkpoints)), float(rng.uniform(0.0, action_noise))
+
+
+def rollout_policy(env: gym.Env, policy, start_seed: int, noise: float,
+                   rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """One episode of ``policy``'s deterministic action plus N(0, noise^2) noise in its [-1, 1] range."""
+    from tianshou.data import Batch
+
+    obs = reset_seeded(env, start_seed)
+    columns: Dict[str, List[np.ndarray]] = {key: [] for key in DSRL_KEYS}
+    for _ in range(env.spec.max_episode_steps):
+        with torch.no_grad():
+            act = policy(Batch(obs=obs[None].astype(np.float32), info={})).act[0].numpy()
+        act = act + noise * rng.standard_normal(act.shape)
+        # store the action actually applied: the policy's clipping and scaling, then the action space
+        action = np.clip(policy.map_action(act), env.action_space.low, env.action_space.high).astype(np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        values = (obs, next_obs, action, reward, info.get("cost", 0.0), terminated, truncated and not terminated)
+        for key, value in zip(DSRL_KEYS, values):
+            columns[key].append(np.asarray(value))
+        obs = next_obs
+        if terminated or truncated:
+            break
+    return {key: np.stack(values) for key, values in columns.items()}
+
+
+def rollout_chunk(task: str, checkpoints: Tuple[str, ...], hidden_sizes: Tuple[int, ...], seed: int,
+                  action_noise: float, episodes: range) -> List[Dict[str, np.ndarray]]:
+    """Episodes ``episodes`` with their provenance (start seed, checkpoint index, noise scale)."""
+    policy = _policy(task, hidden_sizes)
+    rolled = []
+    for episode in episodes:
+        rng, checkpoint, noise = episode_plan(seed, episode, len(checkpoints), action_noise)
+        policy.load_state_dict(_weights(checkpoints[checkpoint]))
+        env = make_env(task)  # a fresh env per episode, as lspc.collect does: Bullet's reset keeps state
+        try:
+            start_seed = episode_start_seed(seed, episode)
+            rolled.append({**rollout_policy(env, policy, start_seed, noise, rng), "episode": np.array(episode),
+                           "start_seed": np.array(start_seed), "checkpoint": np.array(checkpoint),
+                           "noise": np.array(noise)})
+        finally:
+            env.close()
+    return rolled
+
+
+def collect_fsrl(task: str, agents: Sequence[TrainedAgent], config: AgentConfig, episodes: int, seed: int,
+                 chunk_dir: str, action_noise: float = 0.3, workers: int = 1,
+                 chunk: int = 20) -> List[Dict[str, np.ndarray]]:
+    """Roll out ``episodes`` episodes of the agents' checkpoints, resuming from the chunks in ``chunk_dir``."""
+    if episodes <= 0:
+        raise LSPCError(f"episodes must be positive, got {episodes}")
+    if action_noise < 0:
+        raise LSPCError(f"action noise must be non-negative, got {action_noise:g}")
+    checkpoints = tuple(path for agent in agents for path in agent.checkpoints)
+    meta = {"task": task, "seed": seed, "action_noise": action_noise, "hidden_sizes": list(config.hidden_sizes),
+            "checkpoints": [os.path.relpath(p, os.path.dirname(os.path.dirname(p))) for p in checkpoints]}
+    chunks = EpisodeChunks(chunk_dir, meta, chunk)
+    roll = functools.partial(rollout_chunk, task, checkpoints, config.hidden_sizes, seed, action_noise)
+    return collect_in_chunks(chunks, episodes, roll, workers, desc=f"{task} episodes")
+
+
+def collect_dataset(task: str, agents: Sequence[TrainedAgent], config: AgentConfig, episodes: int, seed: int,
+                    chunk_dir: str, cost_cap: float, action_noise: float = 0.3, max_per_bin: int = 10,
+                    cost_bins: int = 60, reward_bins: int = 50, workers: int = 1,
+                    chunk: int = 20) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
+    """Roll out ``episodes`` episodes (``collect_fsrl``), keep those DSRL's grid filter keeps with
+    cost <= ``cost_cap`` (DSRL's cap is its filter's upper cost bound), and return them in the DSRL
+    layout with per-episode provenance, and the file attributes that describe the collection."""
+    rolled = collect_fsrl(task, agents, config, episodes, seed, chunk_dir, action_noise, workers, chunk)
+    cost = np.array([ep["costs"].sum() for ep in rolled])
+    reward = np.array([ep["rewards"].sum() for ep in rolled])
+    keep = grid_filter(cost, reward, np.random.default_rng([seed, 3]), cost_bins, reward_bins, max_per_bin,
+                       cost_range=(-np.inf, cost_cap))
+    if len(keep) == 0:
+        raise LSPCError(f"none of the {len(rolled)} episodes had cost <= {cost_cap:g}")
+    kept = [rolled[i] for i in keep]
+    checkpoints = [(a.cost_limit, step) for a in agents for step in a.env_steps]
+    data = episodes_to_dsrl(kept)
+    data["episode_indices"] = np.array([int(ep["episode"]) for ep in kept])
+    data["episode_start_seeds"] = np.array([int(ep["start_seed"]) for ep in kept])
+    chosen = [checkpoints[int(ep["checkpoint"])] for ep in kept]
+    data["episode_agent_cost_limits"] = np.array([limit for limit, _ in chosen], dtype=np.float32)
+    data["episode_checkpoint_steps"] = np.array([step for _, step in chosen], dtype=np.int32)
+    data["episode_action_noise"] = np.array([float(ep["noise"]) for ep in kept], dtype=np.float32)
+    data["episodes_attempted"] = np.array(len(rolled))
+    provenance = {"task": task, "seed": seed, "behaviour": "fsrl", "action_noise": action_noise,
+                  "cost_filter": f"episode cost <= {cost_cap:g}",
+                  "grid_filter": f"at most {max_per_bin} per cell of a {cost_bins} x {reward_bins} (cost, reward) grid",
+                  **agent_provenance(agents, config)}
+    return data, provenance
