@@ -386,7 +386,8 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
             improved = [key for key in method.policies if better_than(scores[key], best[key])]
             for key in improved:
                 best[key] = {"step": step, **scores[key]}
-            save(step, [LATEST] + [method.policies[key][1] for key in improved])
+            # the latest checkpoint last: a model.pt at step N means every file of step N is written
+            save(step, [method.policies[key][1] for key in improved] + [LATEST])
 
     bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
                desc=method.label, mininterval=2.0, dynamic_ncols=True)
