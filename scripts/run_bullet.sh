@@ -4,7 +4,7 @@
 # Also the shared body of run_safetygym.sh and run_metadrive.sh, which only set SUITE.
 #
 # Environment (all optional): SUITE (bullet), LOGDIR (sweeps/<suite>), SEEDS (0 1 2),
-# METHODS (lspc bc-all bc-safe cpq bcq-lag coptidice), JOBS (cores), EXECUTOR (local | slurm),
+# METHODS (all: lspc and every baseline), JOBS (cores), EXECUTOR (local | slurm),
 # DATASET_DIR (<dir>/<task>.hdf5 as the datasets), EXTRA (flags for every training command),
 # PYTHON (the repository's .venv). Arguments are passed on to sweep.py, e.g.
 #   JOBS=4 scripts/run_bullet.sh --max_timesteps 100000 --dry_run
