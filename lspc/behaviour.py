@@ -37,9 +37,9 @@ import torch
 
 from lspc import LSPCError
 from lspc.checkpoint import atomic_write_bytes
-from lspc.collect import EpisodeChunks, collect_in_chunks, episode_start_seed, episodes_to_dsrl, grid_filter
-from lspc.data import DSRL_KEYS
-from lspc.envs import check_task, cost_limits, make_env, numpy_state_kept, reset_seeded
+from lspc.collect import (EpisodeChunks, collect_in_chunks, episode_start_seed, episodes_to_dsrl, grid_filter,
+                          record_episode)
+from lspc.envs import check_task, cost_limits, make_env, numpy_state_kept
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".lspc", "agents")
 PACKAGES = ("fast-safe-rl", "tianshou", "torch")  # versioned in the dataset's provenance
@@ -257,22 +257,13 @@ def rollout_policy(env: gym.Env, policy, start_seed: int, noise: float,
     """One episode of ``policy``'s deterministic action plus N(0, noise^2) noise in its [-1, 1] range."""
     from tianshou.data import Batch
 
-    obs = reset_seeded(env, start_seed)
-    columns: Dict[str, List[np.ndarray]] = {key: [] for key in DSRL_KEYS}
-    for _ in range(env.spec.max_episode_steps):
+    def choose(obs: np.ndarray, step: int) -> np.ndarray:
         with torch.no_grad():
             act = policy(Batch(obs=obs[None].astype(np.float32), info={})).act[0].numpy()
-        act = act + noise * rng.standard_normal(act.shape)
-        # store the action actually applied: the policy's clipping and scaling, then the action space
-        action = np.clip(policy.map_action(act), env.action_space.low, env.action_space.high).astype(np.float32)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        values = (obs, next_obs, action, reward, info.get("cost", 0.0), terminated, truncated and not terminated)
-        for key, value in zip(DSRL_KEYS, values):
-            columns[key].append(np.asarray(value))
-        obs = next_obs
-        if terminated or truncated:
-            break
-    return {key: np.stack(values) for key, values in columns.items()}
+        # the policy's own clipping and scaling of the noisy action (record_episode then clips to the box)
+        return policy.map_action(act + noise * rng.standard_normal(act.shape))
+
+    return record_episode(env, start_seed, choose)
 
 
 def rollout_chunk(task: str, checkpoints: Tuple[str, ...], hidden_sizes: Tuple[int, ...], seed: int,

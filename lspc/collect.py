@@ -148,15 +148,14 @@ def episode_start_seed(seed: int, episode: int) -> int:
     return int(np.random.default_rng([seed, episode]).integers(2**31))
 
 
-def rollout(env: gym.Env, task: str, seed: int, episode: int) -> Dict[str, np.ndarray]:
-    """One controller episode; its parameters, noise and start state depend only on (seed, episode)."""
-    rng = np.random.default_rng([seed, episode, 1])
-    controller = CONTROLLERS[task](rng, env.spec.max_episode_steps)
-    obs = reset_seeded(env, episode_start_seed(seed, episode))
+def record_episode(env: gym.Env, start_seed: int, choose: Callable[[np.ndarray, int], np.ndarray]
+                   ) -> Dict[str, np.ndarray]:
+    """One episode from ``start_seed`` in the DSRL columns, ``choose(obs, step)`` giving each action."""
+    obs = reset_seeded(env, start_seed)
     columns: Dict[str, List[np.ndarray]] = {key: [] for key in DSRL_KEYS}
     for step in range(env.spec.max_episode_steps):
         # store the action actually applied, clipped to the action space
-        action = np.clip(controller(env, step), env.action_space.low, env.action_space.high).astype(np.float32)
+        action = np.clip(choose(obs, step), env.action_space.low, env.action_space.high).astype(np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
         values = (obs, next_obs, action, reward, info.get("cost", 0.0), terminated, truncated and not terminated)
         for key, value in zip(DSRL_KEYS, values):
@@ -165,6 +164,12 @@ def rollout(env: gym.Env, task: str, seed: int, episode: int) -> Dict[str, np.nd
         if terminated or truncated:
             break
     return {key: np.stack(values) for key, values in columns.items()}
+
+
+def rollout(env: gym.Env, task: str, seed: int, episode: int) -> Dict[str, np.ndarray]:
+    """One controller episode; its parameters, noise and start state depend only on (seed, episode)."""
+    controller = CONTROLLERS[task](np.random.default_rng([seed, episode, 1]), env.spec.max_episode_steps)
+    return record_episode(env, episode_start_seed(seed, episode), lambda obs, step: controller(env, step))
 
 
 def _rollout_chunk(task: str, seed: int, episodes: range) -> List[Dict[str, np.ndarray]]:
