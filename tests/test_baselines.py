@@ -344,10 +344,11 @@ def test_existing_runs_are_refused_or_resumed_unchanged(runs, ballrun_file, tmp_
     assert tree_digest(bc_safe_dir) == before
 
 
-def test_sigint_saves_a_checkpoint_and_resume_continues(ballrun_file, tmp_path):
+@pytest.mark.parametrize("algo", ["bc-all", "fisor", "trac"])  # osrl-lib's and ours: the same loop
+def test_sigint_saves_a_checkpoint_and_resume_continues(algo, ballrun_file, tmp_path):
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train_baseline.py")
-    argv = flags("bc-all", ballrun_file, tmp_path, max_timesteps=10_000_000, eval_every=10_000_000, log_every=50)
-    run_dir = os.path.join(str(tmp_path), f"{TASK}-cost-10", "bc-all-seed0")
+    argv = flags(algo, ballrun_file, tmp_path, max_timesteps=10_000_000, eval_every=10_000_000, log_every=50)
+    run_dir = os.path.join(str(tmp_path), f"{TASK}-cost-10", f"{algo}-seed0")
     stderr = interrupt_after_first_log([sys.executable, script, *argv], run_dir,
                                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert f"--resume {run_dir}" in stderr
