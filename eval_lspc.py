@@ -18,9 +18,9 @@ training_curves.png (from metrics.jsonl), action_space.png (2-D action tasks) an
 A baseline run of scripts/train_baseline.py (its config.yaml has an ``algo`` key; an LSPC run's has
 none) is rebuilt and scored by the same code, on the same seeded episodes, as the one policy
 ``<algo>``; results.json then also holds ``algo`` and the ``cost_limit`` it was trained with.
-BC-All and CDT are scored at every threshold of the suite like LSPC (CDT prompted per threshold:
-each threshold's entry records its prompt and raw returns); BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and
-COptiDICE were trained against their run's cost limit, so they are scored there only and other
+BC-All, CDT and FISOR are scored at every threshold of the suite like LSPC (CDT prompted per threshold:
+each threshold's entry records its prompt and raw returns); BC-Safe, BCQ-Lag, BEAR-Lag, CPQ,
+COptiDICE and TraC were trained against their run's cost limit, so they are scored there only and other
 --cost_limits are refused (their score at another threshold would mean nothing). LSPC's restriction
 sweeps and figures (--eps_s/--eps_o, --state_step) are refused for them.
 
