@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from lspc import LSPCError, training
 from lspc.data import TransitionBuffer, load_dataset
+from lspc.losses import expectile_loss
 from lspc.training import Method
 from lspc_iql_configs import TrainConfig, config_dict, load_config
 
@@ -142,10 +143,7 @@ class LatentSafetyEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # 2. Losses
 # ---------------------------------------------------------------------------------------------
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric L2 of IQL, mean(|xi - 1[u < 0]| * u^2), used for both value functions."""
-    weight = torch.abs(expectile - (diff < 0).to(diff.dtype))
-    return (weight * diff.pow(2)).mean()
+# expectile_loss (lspc/losses.py): IQL's asymmetric L2, mean(|xi - 1[u < 0]| * u^2), used for both value functions
 
 
 def exp_weight(advantage: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:

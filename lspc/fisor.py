@@ -45,6 +45,7 @@ from lspc import LSPCError
 from lspc.data import TransitionBuffer, trajectory_bounds
 from lspc.envs import check_task
 from lspc.evaluation import BatchPolicy
+from lspc.losses import expectile_loss  # on diff = Q - V: V tracks an upper expectile of Q
 
 # ---------------------------------------------------------------------------------------------
 # 0. Defaults (configs/train_config.py, agent "fisor")
@@ -266,12 +267,6 @@ def reach_target(h: torch.Tensor, next_vh: torch.Tensor, dones: torch.Tensor, ga
     episode ends (terminal or timeout): the worst violation ahead is the one at hand."""
     backup = (1.0 - gamma) * h + gamma * torch.maximum(h, next_vh)
     return torch.where(dones > 0, h, backup)
-
-
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """IQL's asymmetric L2 on diff = Q - V: a V below Q weighs ``expectile``, so V tracks an upper expectile."""
-    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
-    return (weight * diff.pow(2)).mean()
 
 
 def reversed_expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
