@@ -3,10 +3,11 @@
 The first seven are osrl-lib's own models and trainers (``osrl.algorithms``) with OSRL's default
 hyperparameters; nothing here re-implements their losses. FISOR and TraC are not in osrl-lib: they
 are ours (``lspc/fisor.py``, ``lspc/trac.py``), each module giving its defaults, its sampler and its
-agent, which this module dispatches to. This module is the one adapter between them and this project: ``BaselineMethod`` gives the shared training loop (``lspc/training.py``) the
-data they train on, the seeded batch sampler, the agent (one gradient step, batched seeded policies
-for ``lspc.evaluation.Evaluator``, a complete state for checkpoints); ``scripts/train_baseline.py``
-is its command line and ``eval_lspc.py`` scores their run directories like LSPC's.
+agent, which this module dispatches to. This module is the one adapter between them and this
+project: ``BaselineMethod`` gives the shared training loop (``lspc/training.py``) the data they
+train on, the seeded batch sampler, the agent (one gradient step, batched seeded policies for
+``lspc.evaluation.Evaluator``, a complete state for checkpoints); ``scripts/train_baseline.py`` is
+its command line and ``eval_lspc.py`` scores their run directories like LSPC's.
 
 What osrl-lib 0.1.0 needs around it, and why (each point is handled here or in ``lspc/cdt.py``):
   1. ``osrl.algorithms`` imports ``fsrl.utils`` (for the ``DummyLogger``/``WandbLogger`` defaults of

@@ -68,6 +68,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def chunks_dir(out: str) -> str:
+    """Where an fsrl collection saves its episodes until the file is written: beside it."""
+    return f"{out.removesuffix('.hdf5')}.chunks"
+
+
 def collect_controller(args: argparse.Namespace, cost_cap: float) -> tuple:
     data = collect(args.task, args.episodes, args.seed, args.workers, cost_cap)
     provenance = {"task": args.task, "seed": args.seed, "behaviour": CONTROLLERS[args.task].__name__,
@@ -102,7 +107,7 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
     training_seconds = time.perf_counter() - start
 
     data, provenance = behaviour.collect_dataset(
-        args.task, agents, config, args.episodes, args.seed, f"{args.out.removesuffix('.hdf5')}.chunks", cost_cap,
+        args.task, agents, config, args.episodes, args.seed, chunks_dir(args.out), cost_cap,
         args.action_noise, args.max_per_bin, args.cost_bins, args.reward_bins, args.workers, args.chunk)
     card = {"episodes_attempted": int(data["episodes_attempted"]), "training_seconds": round(training_seconds, 1),
             "agents_trained_steps": int(sum(a.trained_steps for a in agents)),
@@ -135,7 +140,7 @@ def main() -> None:
         stem = write_card(args.out, args.task, data, {**scalars, **card_extra, "collection_seconds": round(seconds, 1),
                                                        "workers": args.workers})
         if behaviour == "fsrl":
-            shutil.rmtree(f"{stem}.chunks", ignore_errors=True)  # the episodes are in the file now
+            shutil.rmtree(chunks_dir(args.out), ignore_errors=True)  # the episodes are in the file now
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
