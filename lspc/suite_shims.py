@@ -7,6 +7,10 @@ Each is applied once, only when a task of that suite is first made:
 - MetaDrive 0.2.6.0 uses numpy aliases removed in numpy 1.24 (np.bool, np.float, np.int) and its
   ``metadrive.register`` module registers dozens of old-gym ids we do not use; the aliases are
   restored and that module is replaced by an empty one before import.
+- Safety-Gymnasium rebuilds its MuJoCo model from XML on every reset, and decoding the six HD
+  skybox PNGs of that XML took 2 of the 2.5 s of a reset (measured on PointGoal1): more than the
+  500 to 1000 steps of an episode. The skybox becomes a plain built-in gradient. It is only seen in
+  rendered frames; no physics or vector observation depends on it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import types
 from typing import Iterator
 
 import numpy as np
+import yaml
 
 
 @contextlib.contextmanager
@@ -41,12 +46,32 @@ def ndarray_dataclass_defaults() -> Iterator[None]:
         dataclasses.dataclass = original
 
 
+class _AssetsWithPlainSkybox:
+    """Stands in for ``yaml`` in ``safety_gymnasium.world``, whose only use is loading its assets
+    configuration: the same configuration with a gradient skybox instead of the HD PNG one."""
+
+    FullLoader = yaml.FullLoader
+
+    @staticmethod
+    def load(stream, Loader) -> dict:  # noqa: N803 (yaml's own argument name)
+        assets = yaml.load(stream, Loader=Loader)  # noqa: S506 (Safety-Gymnasium's own file)
+        assets["textures"]["skybox"] = PLAIN_SKYBOX
+        return assets
+
+
+PLAIN_SKYBOX = {"@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8", "@rgb2": "0 0 0",
+                "@width": "32", "@height": "32"}
+
+
 def import_safety_gymnasium() -> None:
     """Import Safety-Gymnasium and register dsrl's tasks of it (navigation and velocity)."""
     import safety_gymnasium  # noqa: F401  (ImportError here means the suite is not installed)
 
     with ndarray_dataclass_defaults():
         import safety_gymnasium.builder  # noqa: F401
+    import safety_gymnasium.world
+
+    safety_gymnasium.world.yaml = _AssetsWithPlainSkybox
     import dsrl.offline_safety_gymnasium  # noqa: F401
     import dsrl.offline_safety_gymnasium.gym_envs  # noqa: F401
 

@@ -116,3 +116,30 @@ def test_training_script_with_evaluation(suite, tmp_path):
     assert [row["step"] for row in evals] == [10]
     assert evals[0]["eval/length"] <= 15 and evals[0]["eval_star/length"] <= 15
     assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == 10
+
+
+@needs_safety_gymnasium
+def test_plain_skybox_changes_no_observation_reward_or_cost(monkeypatch):
+    """The reset-time shim (a gradient skybox instead of the HD PNGs) leaves the simulation as it was."""
+    import safety_gymnasium.world
+    import yaml
+
+    def episode() -> tuple:
+        env = envs.make_env("OfflinePointGoal1Gymnasium-v0")
+        obs = [envs.reset_seeded(env, 3)]
+        xml = env.unwrapped.task.world.xml_string
+        rng, rewards, costs = np.random.default_rng(0), [], []
+        for _ in range(60):
+            o, r, _, _, info = env.step(rng.uniform(-1, 1, 2))
+            obs.append(o), rewards.append(r), costs.append(info["cost"])
+        env.reset()  # a second reset rebuilds the model again
+        env.close()
+        return np.array(obs), np.array(rewards), np.array(costs), xml
+
+    shimmed = episode()
+    monkeypatch.setattr(safety_gymnasium.world, "yaml", yaml)  # Safety-Gymnasium's own assets
+    original = episode()
+    assert "star_hd" not in shimmed[3] and "star_hd" in original[3]
+    for a, b in zip(shimmed[:3], original[:3]):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(np.diff(shimmed[0][:, :3], axis=0)).sum() > 0  # the agent moved: not a trivially equal test
