@@ -14,6 +14,7 @@ from lspc.envs import cost_limits, dsrl_reference
 def card_statistics(task: str, data: Dict[str, np.ndarray]) -> Dict[str, object]:
     returns = episode_returns(data)
     reward, cost = returns["reward"], returns["cost"]
+    reference, highest = dsrl_reference(task), max(cost_limits(task))
     return {
         "task": task,
         "episodes": int(len(reward)),
@@ -22,8 +23,11 @@ def card_statistics(task: str, data: Dict[str, np.ndarray]) -> Dict[str, object]
         "cost_return": {"min": float(cost.min()), "mean": float(cost.mean()), "max": float(cost.max())},
         "fraction_cost_zero": float((cost == 0).mean()),
         "fraction_cost_at_most": {f"{kappa:g}": float((cost <= kappa).mean()) for kappa in cost_limits(task)},
-        "fraction_cost_above_40": float((cost > 40).mean()),
-        "dsrl_reference": dsrl_reference(task),
+        "fraction_cost_above": {f"{highest:g}": float((cost > highest).mean())},
+        # how much of DSRL's reference reward range the trajectories span (1.0: all of it)
+        "reward_range_vs_dsrl": float((reward.max() - reward.min())
+                                      / (reference["max_episode_reward"] - reference["min_episode_reward"])),
+        "dsrl_reference": reference,
     }
 
 

@@ -98,5 +98,41 @@ def test_dataset_card(ballrun_data, tmp_path):
     assert card["episodes"] == 12 and card["transitions"] == 1200 and card["seed"] == 0
     assert card["fraction_cost_at_most"] == {k: float((costs <= float(k)).mean()) for k in ("10", "20", "40")}
     assert card["cost_return"]["max"] == float(costs.max())
+    assert card["fraction_cost_above"] == {"40": float((costs > 40).mean())}
+    rewards = episode_returns(ballrun_data)["reward"]
+    assert card["reward_range_vs_dsrl"] == pytest.approx((rewards.max() - rewards.min()) / (1327.4456 - 26.3398), rel=1e-4)
     assert card["dsrl_reference"]["max_episode_reward"] == pytest.approx(1327.4456)
     assert os.path.getsize(f"{stem}.card.png") > 10_000
+
+
+def test_dataset_table_reports_what_a_card_lacks(ballrun_data, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = str(tmp_path / "ballrun.hdf5")
+    write_dsrl_hdf5(path, ballrun_data, {"task": "OfflineBallRun-v0"})
+    stem = write_card(path, "OfflineBallRun-v0", ballrun_data, {"collection_seconds": 90.0})
+    card = json.loads(open(f"{stem}.card.json").read())
+    # a card that meets the bar: the same statistics with enough trajectories on both sides of the thresholds
+    good = {**card, "episodes": 300, "fraction_cost_at_most": {"10": 0.5, "20": 0.6, "40": 0.7},
+            "fraction_cost_above": {"40": 0.1}, "reward_range_vs_dsrl": 0.5}
+    good_path = tmp_path / "good.card.json"
+    good_path.write_text(json.dumps(good))
+    table = [sys.executable, os.path.join(ROOT, "scripts", "dataset_table.py")]
+    ok = subprocess.run(table + [str(good_path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[2].endswith("| 2 min | yes |")
+    costs, rewards = episode_returns(ballrun_data)["cost"], episode_returns(ballrun_data)["reward"]
+    short = subprocess.run(table + [f"{stem}.card.json", str(good_path)], capture_output=True, text=True)
+    assert short.returncode == 1
+    lacking = short.stdout.splitlines()[2].rsplit("|", 2)[1]
+    assert "12 < 300 trajectories" in lacking
+    assert ("with cost > 40" in lacking) == ((costs > 40).mean() < 0.1)
+    share = (rewards.max() - rewards.min()) / (1327.4456 - 26.3398)
+    assert (f"reward range {share:.0%} of DSRL's" in lacking) == (share < 0.5)
+    old = tmp_path / "old.card.json"
+    old.write_text(json.dumps({k: v for k, v in card.items() if k != "reward_range_vs_dsrl"}))
+    bad = subprocess.run(table + [str(old)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "reward_range_vs_dsrl" in bad.stderr and "collect_dataset.py" in bad.stderr
