@@ -39,18 +39,20 @@ demo: install
 
 # Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
 # TASKS names others, e.g. `make datasets TASKS="OfflineDroneRun-v0"`: tasks without a controller get
-# FSRL behaviour agents (trained once, cached in ~/.lspc/agents) and need `make install-collect`.
-# COLLECT_FLAGS passes more flags, e.g. COLLECT_FLAGS="--agent_steps 1000000 --cost_limits 5 20 80".
+# FSRL behaviour agents (trained once, cached in ~/.lspc/agents) and need `make install-collect`; their
+# settings default to the task's entry in lspc.behaviour.TASK_COLLECTION (those of the README's datasets).
+# DATASET_EPISODES sets --episodes (default 600, or the task's entry); COLLECT_FLAGS passes more flags,
+# e.g. COLLECT_FLAGS="--agent_steps 1000000 --cost_limits 5 20 80".
 DATA_DIR ?= $(HOME)/.lspc/datasets
 DATASET_TASKS := OfflineBallRun-v0 OfflineCarRun-v0 OfflineBallCircle-v0 OfflineCarCircle-v0
 TASKS ?= $(DATASET_TASKS)
-DATASET_EPISODES ?= 600
+DATASET_EPISODES ?=
 COLLECT_FLAGS ?=
 
 datasets: $(foreach task,$(TASKS),$(DATA_DIR)/$(task).hdf5)
 
 $(DATA_DIR)/%.hdf5: | $(STAMP) $(if $(filter-out $(DATASET_TASKS),$(TASKS)),$(COLLECT_STAMP))
-	$(PY) scripts/collect_dataset.py --task $* --episodes $(DATASET_EPISODES) --seed 0 --out $@ $(COLLECT_FLAGS)
+	$(PY) scripts/collect_dataset.py --task $* $(if $(DATASET_EPISODES),--episodes $(DATASET_EPISODES)) --seed 0 --out $@ $(COLLECT_FLAGS)
 
 test: install install-suites install-collect
 	$(PY) -m pytest -q tests

@@ -46,6 +46,25 @@ PACKAGES = ("fast-safe-rl", "tianshou", "torch")  # versioned in the dataset's p
 _INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them with `make install-collect`"
 
 
+# The collection settings behind the README's FSRL datasets, the defaults of scripts/collect_dataset.py
+# for these tasks (a flag given on its command line wins). Episodes long or slow to simulate get fewer
+# episodes per policy update, so that the short budgets still make many updates; two agents (one
+# below the lowest threshold, one far above the highest) with their checkpoints span the cost range.
+COLLECTION_DEFAULTS = {"episodes": 600, "agent_steps": 200_000, "agent_episodes_per_collect": 20, "cost_limits": None}
+TASK_COLLECTION: Dict[str, Dict[str, object]] = {
+    "OfflineCarCircle1Gymnasium-v0": {"episodes": 400, "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
+    "OfflineMetadrive-easysparse-v0": {"episodes": 300, "agent_steps": 150_000, "agent_episodes_per_collect": 4,
+                                       "cost_limits": (5, 80)},
+    "OfflineDroneRun-v0": {"episodes": 800, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
+    "OfflineDroneCircle-v0": {"episodes": 800, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
+}
+
+
+def collection_setting(task: str, name: str) -> object:
+    """The default of a collection setting for ``task``: its entry in TASK_COLLECTION, else the generic one."""
+    return TASK_COLLECTION.get(task, {}).get(name, COLLECTION_DEFAULTS[name])
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """A PPO-Lagrangian training run; the rest are FSRL's PPO-Lagrangian defaults (fsrl.config.ppol_cfg)."""

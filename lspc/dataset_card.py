@@ -11,6 +11,10 @@ from lspc.collect import episode_returns
 from lspc.envs import cost_limits, dsrl_reference
 
 
+STATISTICS = ("task", "episodes", "transitions", "reward_return", "cost_return", "fraction_cost_zero",
+              "fraction_cost_at_most", "fraction_cost_above", "reward_range_vs_dsrl", "dsrl_reference")
+
+
 def card_statistics(task: str, data: Dict[str, np.ndarray]) -> Dict[str, object]:
     returns = episode_returns(data)
     reward, cost = returns["reward"], returns["cost"]
@@ -61,3 +65,20 @@ def write_card(dataset_path: str, task: str, data: Dict[str, np.ndarray], extra:
     atomic_write_bytes(f"{stem}.card.json", lambda f: f.write(json.dumps(stats, indent=2).encode()))
     plot_frontier(task, data, f"{stem}.card.png")
     return stem
+
+
+def refresh_card(dataset_path: str) -> str:
+    """Recompute the statistics and scatter of an existing card from its dataset file (after the card's
+    format changed), keeping what the collection recorded (provenance, times); returns the stem."""
+    import h5py
+
+    from lspc.data import _check_file_keys
+
+    stem = dataset_path.removesuffix(".hdf5")
+    _check_file_keys(dataset_path)
+    with open(f"{stem}.card.json", encoding="utf-8") as f:
+        old = json.load(f)
+    with h5py.File(dataset_path, "r") as f:
+        data = {key: f[key][()] for key in ("rewards", "costs", "terminals", "timeouts")}
+    recorded = {k: v for k, v in old.items() if k not in STATISTICS and not k.startswith("fraction_cost_above")}
+    return write_card(dataset_path, old["task"], data, recorded)

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
+from lspc.behaviour import COLLECTION_DEFAULTS, collection_setting  # noqa: E402
 from lspc.collect import CONTROLLERS, collect, default_cost_cap, write_dsrl_hdf5  # noqa: E402
 from lspc.dataset_card import write_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
@@ -40,9 +41,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--task", required=True)
     parser.add_argument("--behaviour", choices=("controller", "fsrl"), default=None,
                         help="default: controller for the Ball/Car tasks, fsrl otherwise")
-    parser.add_argument("--episodes", type=int, default=600,
+    parser.add_argument("--episodes", type=int, default=None,
                         help="controller: episodes to keep (after the cost filter); "
-                             "fsrl: episodes to roll out (before the cost cap and grid filter)")
+                             "fsrl: episodes to roll out (before the cost cap and grid filter) "
+                             "(default: 600, or the task's entry in lspc.behaviour.TASK_COLLECTION)")
     parser.add_argument("--out", required=True, help="output .hdf5 file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_cost", type=float, default=None,
@@ -51,11 +53,13 @@ def parse_args() -> argparse.Namespace:
                         help="simulator processes (fsrl: also agents trained at once)")
     fsrl = parser.add_argument_group("fsrl behaviour")
     fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
-                      help="one agent per cost limit "
-                           "(default: half the lowest threshold, the middle one, twice the highest)")
-    fsrl.add_argument("--agent_steps", type=int, default=200_000, help="training steps per agent")
+                      help="one agent per cost limit (default: the task's entry in lspc.behaviour.TASK_COLLECTION, "
+                           "else half the lowest threshold, the middle one and twice the highest)")
+    fsrl.add_argument("--agent_steps", type=int, default=None,
+                      help="training steps per agent (default: 200000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_epoch_steps", type=int, default=10_000, help="training steps per checkpoint")
-    fsrl.add_argument("--agent_episodes_per_collect", type=int, default=20, help="episodes per policy update")
+    fsrl.add_argument("--agent_episodes_per_collect", type=int, default=None,
+                      help="episodes per policy update (default: 20, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128])
     fsrl.add_argument("--agent_seed", type=int, default=0)
     fsrl.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
@@ -65,7 +69,11 @@ def parse_args() -> argparse.Namespace:
     fsrl.add_argument("--cost_bins", type=int, default=60, help="grid filter: cells along the cost return")
     fsrl.add_argument("--reward_bins", type=int, default=50, help="grid filter: cells along the reward return")
     fsrl.add_argument("--chunk", type=int, default=20, help="episodes per chunk saved on disk")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in COLLECTION_DEFAULTS:  # a flag not given takes the task's default
+        if getattr(args, name) is None:
+            setattr(args, name, collection_setting(args.task, name))
+    return args
 
 
 def chunks_dir(out: str) -> str:

@@ -1,7 +1,10 @@
 """The statistics table of collected datasets (README "Datasets"), from their cards, with what each
 card lacks against the coverage bar of a dataset made here.
 
-    python scripts/dataset_table.py ~/.lspc/datasets/*.card.json [--out table.md]
+    python scripts/dataset_table.py ~/.lspc/datasets/*.card.json [--out table.md] [--refresh]
+
+--refresh first recomputes each card's statistics and scatter from its dataset file (cards written
+before a change of the card's format), keeping what the collection recorded.
 
 The bar (issue 13): at least 300 trajectories (200 for Safety-Gymnasium navigation and MetaDrive),
 at least 10% of them with cost at or below the task's lowest threshold and 10% above its highest,
@@ -19,6 +22,7 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lspc import LSPCError  # noqa: E402
+from lspc.dataset_card import refresh_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
 MIN_EPISODES = {"bullet": 300, "velocity": 300, "safety_gymnasium": 200, "metadrive": 200}
@@ -90,8 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cards", nargs="+", help="<dataset>.card.json files")
     parser.add_argument("--out", default=None, help="also write the table here")
+    parser.add_argument("--refresh", action="store_true", help="recompute the cards from their dataset files")
     args = parser.parse_args()
     try:
+        if args.refresh:
+            for path in args.cards:
+                refresh_card(f"{path.removesuffix('.card.json')}.hdf5")
         cards = [read_card(path) for path in args.cards]
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)

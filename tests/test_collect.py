@@ -1,6 +1,7 @@
 """The dataset collector: DSRL layout, episode boundaries, dsrl loading, reproducibility, replay."""
 import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -136,3 +137,9 @@ def test_dataset_table_reports_what_a_card_lacks(ballrun_data, tmp_path):
     old.write_text(json.dumps({k: v for k, v in card.items() if k != "reward_range_vs_dsrl"}))
     bad = subprocess.run(table + [str(old)], capture_output=True, text=True)
     assert bad.returncode == 2 and "reward_range_vs_dsrl" in bad.stderr and "collect_dataset.py" in bad.stderr
+    # --refresh recomputes the card from its dataset file and keeps what the collection recorded
+    stale = {k: v for k, v in card.items() if k not in ("reward_range_vs_dsrl", "fraction_cost_above")}
+    Path(f"{stem}.card.json").write_text(json.dumps({**stale, "fraction_cost_above_40": 0.5, "episodes": 1}))
+    refreshed = subprocess.run(table + ["--refresh", f"{stem}.card.json"], capture_output=True, text=True)
+    assert refreshed.returncode == 1 and "12 < 300 trajectories" in refreshed.stdout
+    assert json.loads(Path(f"{stem}.card.json").read_text()) == card
