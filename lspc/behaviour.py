@@ -289,17 +289,25 @@ def rollout_chunk(task: str, checkpoints: Tuple[str, ...], hidden_sizes: Tuple[i
                   action_noise: float, episodes: range) -> List[Dict[str, np.ndarray]]:
     """Episodes ``episodes`` with their provenance (start seed, checkpoint index, noise scale)."""
     policy = _policy(task, hidden_sizes)
-    rolled = []
-    for episode in episodes:
-        rng, checkpoint, noise = episode_plan(seed, episode, len(checkpoints), action_noise)
-        policy.load_state_dict(_weights(checkpoints[checkpoint]))
-        env = make_env(task)  # a fresh env per episode, as lspc.collect does: Bullet's reset keeps state
-        try:
+    # Bullet's reset keeps some simulator state (see lspc.collect): each of its episodes gets a fresh env.
+    # A seeded Safety-Gymnasium reset rebuilds the world and starts the same episode whatever ran before
+    # (tests/test_suites.py), and launching MetaDrive's engine for every episode took most of its time.
+    fresh_env_per_episode = check_task(task) == "bullet"
+    rolled, env = [], None
+    try:
+        for episode in episodes:
+            rng, checkpoint, noise = episode_plan(seed, episode, len(checkpoints), action_noise)
+            policy.load_state_dict(_weights(checkpoints[checkpoint]))
+            if env is None or fresh_env_per_episode:
+                if env is not None:
+                    env.close()
+                env = make_env(task)
             start_seed = episode_start_seed(seed, episode)
             rolled.append({**rollout_policy(env, policy, start_seed, noise, rng), "episode": np.array(episode),
                            "start_seed": np.array(start_seed), "checkpoint": np.array(checkpoint),
                            "noise": np.array(noise)})
-        finally:
+    finally:
+        if env is not None:
             env.close()
     return rolled
 

@@ -143,3 +143,25 @@ def test_plain_skybox_changes_no_observation_reward_or_cost(monkeypatch):
     for a, b in zip(shimmed[:3], original[:3]):
         np.testing.assert_array_equal(a, b)
     assert np.abs(np.diff(shimmed[0][:, :3], axis=0)).sum() > 0  # the agent moved: not a trivially equal test
+
+
+@needs_safety_gymnasium
+def test_a_seeded_safety_gymnasium_reset_does_not_depend_on_earlier_episodes():
+    """What lets FSRL rollouts (lspc.behaviour.rollout_chunk) reuse one Safety-Gymnasium env for many episodes."""
+    def episode(env, seed: int) -> np.ndarray:
+        rows, rng = [envs.reset_seeded(env, seed)], np.random.default_rng(seed)
+        for _ in range(40):
+            obs, reward, _, _, info = env.step(rng.uniform(-1, 1, 2))
+            rows.append(np.concatenate([obs, [reward, info["cost"]]]))
+        return np.concatenate(rows)
+
+    reused = envs.make_env("OfflinePointGoal1Gymnasium-v0")
+    first = episode(reused, 5)
+    episode(reused, 7)
+    again = episode(reused, 5)
+    reused.close()
+    fresh = envs.make_env("OfflinePointGoal1Gymnasium-v0")
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(episode(fresh, 5), first)
+    assert not np.array_equal(episode(fresh, 7)[:100], first[:100])  # another seed, another start
+    fresh.close()
