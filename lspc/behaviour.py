@@ -50,13 +50,16 @@ _INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them wit
 # for these tasks (a flag given on its command line wins). Episodes long or slow to simulate get fewer
 # episodes per policy update, so that the short budgets still make many updates; two agents (one
 # below the lowest threshold, one far above the highest) with their checkpoints span the cost range.
-COLLECTION_DEFAULTS = {"episodes": 600, "agent_steps": 200_000, "agent_episodes_per_collect": 20, "cost_limits": None}
+COLLECTION_DEFAULTS = {"episodes": 600, "agent_steps": 200_000, "agent_epoch_steps": 10_000,
+                       "agent_episodes_per_collect": 20, "cost_limits": None}
 TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     "OfflineCarCircle1Gymnasium-v0": {"episodes": 400, "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
     "OfflineMetadrive-easysparse-v0": {"episodes": 300, "agent_steps": 150_000, "agent_episodes_per_collect": 4,
                                        "cost_limits": (5, 80)},
     "OfflineDroneRun-v0": {"episodes": 800, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
-    "OfflineDroneCircle-v0": {"episodes": 800, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
+    "OfflineDroneCircle-v0": {"episodes": 500, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
+    "OfflineHalfCheetahVelocityGymnasium-v1": {"episodes": 500, "agent_steps": 1_000_000, "agent_epoch_steps": 50_000,
+                                               "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
 }
 
 

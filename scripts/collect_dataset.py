@@ -57,7 +57,8 @@ def parse_args() -> argparse.Namespace:
                            "else half the lowest threshold, the middle one and twice the highest)")
     fsrl.add_argument("--agent_steps", type=int, default=None,
                       help="training steps per agent (default: 200000, or the task's TASK_COLLECTION entry)")
-    fsrl.add_argument("--agent_epoch_steps", type=int, default=10_000, help="training steps per checkpoint")
+    fsrl.add_argument("--agent_epoch_steps", type=int, default=None,
+                      help="training steps per checkpoint (default: 10000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_episodes_per_collect", type=int, default=None,
                       help="episodes per policy update (default: 20, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128])

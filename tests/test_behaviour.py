@@ -229,3 +229,24 @@ def test_episode_returns_of_the_collection(collected):
     data, _ = collected
     returns = episode_returns(data)
     assert (returns["cost"] <= default_cost_cap(TASK)).all() and (returns["length"] == 100).all()
+
+
+def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("collect_dataset", os.path.join(ROOT, "scripts", "collect_dataset.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def parsed(*flags):
+        monkeypatch.setattr(sys, "argv", ["collect_dataset.py", "--out", "x.hdf5", *flags])
+        return script.parse_args()
+
+    # the generic default's value given on the command line still beats the task's entry
+    cheetah = parsed("--task", "OfflineHalfCheetahVelocityGymnasium-v1", "--agent_steps", "200000")
+    assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == (200_000, 50_000, 4)
+    assert cheetah.cost_limits == (10, 160) and cheetah.episodes == 500
+    ant = parsed("--task", "OfflineAntRun-v0", "--episodes", "42", "--cost_limits", "1", "2")
+    assert (ant.episodes, ant.cost_limits, ant.agent_steps, ant.agent_episodes_per_collect) == (42, [1.0, 2.0],
+                                                                                                      200_000, 20)
+    assert parsed("--task", "OfflineBallRun-v0").episodes == 600
