@@ -28,8 +28,10 @@ def card_statistics(task: str, data: Dict[str, np.ndarray]) -> Dict[str, object]
         "fraction_cost_zero": float((cost == 0).mean()),
         "fraction_cost_at_most": {f"{kappa:g}": float((cost <= kappa).mean()) for kappa in cost_limits(task)},
         "fraction_cost_above": {f"{highest:g}": float((cost > highest).mean())},
-        # how much of DSRL's reference reward range the trajectories span (1.0: all of it)
-        "reward_range_vs_dsrl": float((reward.max() - reward.min())
+        # the share of DSRL's reference reward range that the trajectories' range covers (1.0: all of it);
+        # returns beyond DSRL's range (e.g. below its minimum) do not count
+        "reward_range_vs_dsrl": float(max(0.0, min(reward.max(), reference["max_episode_reward"])
+                                          - max(reward.min(), reference["min_episode_reward"]))
                                       / (reference["max_episode_reward"] - reference["min_episode_reward"])),
         "dsrl_reference": reference,
     }

@@ -8,7 +8,8 @@ before a change of the card's format), keeping what the collection recorded.
 
 The bar (issue 13): at least 300 trajectories (200 for Safety-Gymnasium navigation and MetaDrive),
 at least 10% of them with cost at or below the task's lowest threshold and 10% above its highest,
-and rewards spanning at least half of DSRL's reference reward range. Exit status 1 when a card
+and a reward range covering at least half of DSRL's reference range (returns outside it
+do not count). Exit status 1 when a card
 falls short, so a script can tell.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def shortfalls(card: Dict) -> List[str]:
     if unsafe < MIN_FRACTION_EACH_SIDE:
         lacking.append(f"{unsafe:.0%} with cost > {high}")
     if card["reward_range_vs_dsrl"] < MIN_REWARD_RANGE_VS_DSRL:
-        lacking.append(f"reward range {card['reward_range_vs_dsrl']:.0%} of DSRL's")
+        lacking.append(f"reward range covers {card['reward_range_vs_dsrl']:.0%} of DSRL's")
     return lacking
 
 
@@ -74,7 +75,7 @@ def _agents(card: Dict) -> str:
 
 def table(cards: List[Dict]) -> str:
     rows = ["| task | behaviour | episodes | transitions | cost <= thresholds | cost > top | reward range "
-            "| DSRL reward range | share | time | meets the bar |",
+            "| DSRL reward range | covered | time | meets the bar |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for card in cards:
         ref, reward = card["dsrl_reference"], card["reward_return"]
