@@ -57,7 +57,6 @@ TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     "OfflineMetadrive-easysparse-v0": {"episodes": 300, "agent_steps": 150_000, "agent_episodes_per_collect": 4,
                                        "cost_limits": (5, 80)},
     "OfflineDroneRun-v0": {"episodes": 800, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
-    "OfflineDroneCircle-v0": {"episodes": 500, "agent_episodes_per_collect": 10, "cost_limits": (5, 80)},
     "OfflineHalfCheetahVelocityGymnasium-v1": {"episodes": 500, "agent_steps": 1_000_000, "agent_epoch_steps": 50_000,
                                                "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
 }

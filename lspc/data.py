@@ -44,7 +44,7 @@ def load_dataset(
         dataset_path, _ = fetch_dsrl_file(offline_env.dataset_url)
     elif not os.path.isfile(dataset_path):
         raise LSPCError(f"dataset file {dataset_path!r} does not exist")
-    _check_file_keys(dataset_path)
+    check_file_keys(dataset_path)
     try:
         data = offline_env.get_dataset(h5path=dataset_path)
     except AssertionError as err:  # dsrl reports shape mismatches with bare asserts
@@ -112,7 +112,7 @@ def density_bins(task: str, density: float) -> Dict[str, int]:
     return {name: int(table[key][name]) for name in ("cbins", "rbins", "max_npb", "min_npb")}
 
 
-def _check_file_keys(dataset_path: str) -> None:
+def check_file_keys(dataset_path: str) -> None:
     """Name every missing key at once (dsrl stops at the first with a bare assert)."""
     import h5py
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from lspc.checkpoint import atomic_write_bytes
 from lspc.collect import episode_returns
+from lspc.data import check_file_keys
 from lspc.envs import cost_limits, dsrl_reference
 
 
@@ -74,10 +75,8 @@ def refresh_card(dataset_path: str) -> str:
     format changed), keeping what the collection recorded (provenance, times); returns the stem."""
     import h5py
 
-    from lspc.data import _check_file_keys
-
     stem = dataset_path.removesuffix(".hdf5")
-    _check_file_keys(dataset_path)
+    check_file_keys(dataset_path)
     with open(f"{stem}.card.json", encoding="utf-8") as f:
         old = json.load(f)
     with h5py.File(dataset_path, "r") as f:

@@ -8,9 +8,8 @@ before a change of the card's format), keeping what the collection recorded.
 
 The bar (issue 13): at least 300 trajectories (200 for Safety-Gymnasium navigation and MetaDrive),
 at least 10% of them with cost at or below the task's lowest threshold and 10% above its highest,
-and a reward range covering at least half of DSRL's reference range (returns outside it
-do not count). Exit status 1 when a card
-falls short, so a script can tell.
+and a reward range covering at least half of DSRL's reference range (returns outside it do not
+count). Exit status 1 when a card falls short, so a script can tell.
 """
 from __future__ import annotations
 
