@@ -42,7 +42,7 @@ def read_card(path: str) -> Dict:
             raise KeyError(", ".join(missing))
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise LSPCError(f"{path} is not a dataset card of this version ({type(err).__name__}: {err}); "
-                        "remake it with scripts/collect_dataset.py (a rerun only collects)") from None
+                        "recompute it from its dataset file with --refresh, or remake it with scripts/collect_dataset.py") from None
     return card
 
 
