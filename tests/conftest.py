@@ -12,6 +12,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
 
 
+def load_script(name):
+    """scripts/ is not a package: import a script by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses (and submitit's pickles) look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def ballrun_data():
     """12 BallRun episodes (1,200 transitions) collected from the real simulator."""

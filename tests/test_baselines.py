@@ -19,7 +19,8 @@ from lspc.data import load_dataset
 from lspc.envs import make_env
 from lspc.run_logger import read_metrics
 from lspc.training import MetricsWindow, NonFiniteLoss
-from test_eval import load_script, tree_digest
+from conftest import load_script
+from test_eval import tree_digest
 from test_training import assert_same_state, interrupt_after_first_log
 
 train_baseline = load_script("train_baseline")

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("tianshou", reason="the collect requirements are missing: make install-collect")
 pytest.importorskip("numba", reason="the collect requirements are missing: make install-collect")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, load_script  # noqa: E402
 from lspc import LSPCError  # noqa: E402
 from lspc.behaviour import AgentConfig, collect_dataset, train_agent  # noqa: E402
 from lspc.collect import default_cost_cap, episode_returns, grid_filter, write_dsrl_hdf5  # noqa: E402
@@ -232,11 +232,7 @@ def test_episode_returns_of_the_collection(collected):
 
 
 def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("collect_dataset", os.path.join(ROOT, "scripts", "collect_dataset.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("collect_dataset")
 
     def parsed(*flags):
         monkeypatch.setattr(sys, "argv", ["collect_dataset.py", "--out", "x.hdf5", *flags])

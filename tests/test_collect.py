@@ -126,7 +126,7 @@ def test_dataset_table_reports_what_a_card_lacks(ballrun_data, tmp_path):
     ok = subprocess.run(table + [str(good_path)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[2].endswith("| 2 min | yes |")
-    costs, rewards = episode_returns(ballrun_data)["cost"], episode_returns(ballrun_data)["reward"]
+    costs = episode_returns(ballrun_data)["cost"]
     short = subprocess.run(table + [f"{stem}.card.json", str(good_path)], capture_output=True, text=True)
     assert short.returncode == 1
     lacking = short.stdout.splitlines()[2].rsplit("|", 2)[1]

@@ -11,7 +11,7 @@ import torch
 
 import eval_lspc
 import train_lspc_iql
-from conftest import ROOT, tiny_args
+from conftest import load_script, tiny_args
 from lspc.checkpoint import load_checkpoint, save_checkpoint
 from lspc.envs import make_env, reset_seeded
 from lspc import LSPCError
@@ -21,16 +21,6 @@ from lspc_iql_configs import load_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SWEEP_ARGS = ["--eps_s", "0.1", "0.6", "--eps_o", "0.6", "1.5"]
-
-
-def load_script(name):
-    """scripts/ is not a package: import a script by path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tree_digest(path):

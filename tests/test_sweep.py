@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 TASK = "OfflineBallRun-v0"
 METHODS = ["lspc", "bc-all"]
@@ -20,17 +20,6 @@ POLICIES = {"lspc": {"lspc-o", "lspc-s", "cvae"}, "bc-all": {"bc-all"}}
 # a few seconds a run: 100 steps, small networks, 2 evaluation episodes, no figures
 SMALL = {"lspc": "lspc=--hidden_dim 32 --latent_dim 8 --batch_size 64 --wandb_mode disabled --device cpu",
          "bc-all": "bc-all=--hidden_dim 32 --batch_size 64 --wandb_mode disabled --device cpu"}
-
-
-def load_script(name):
-    """scripts/ is not a package: import a script by path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses (and submitit's pickles) look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def sweep_cmd(logdir, dataset_dir, *more, methods=METHODS):
