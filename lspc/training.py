@@ -399,13 +399,15 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
             bar.update(1)
             if step % cfg.log_every == 0:
                 logger.log(step, window.means())
+            # read the flag once: a signal landing between two reads would stop without a checkpoint
+            signum = stop.signum
             if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
                 evaluate(step)
-            elif stop.signum is not None or time.monotonic() - saved["time"] >= checkpoint_seconds:
+            elif signum is not None or time.monotonic() - saved["time"] >= checkpoint_seconds:
                 with clock.timing("checkpoint"):
                     save(step, [LATEST])
-            if stop.signum is not None:
-                raise Interrupted(stop.signum, step)
+            if signum is not None:
+                raise Interrupted(signum, step)
 
 
 def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], method_cls: Callable[[Any], Method],

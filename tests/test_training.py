@@ -127,6 +127,29 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(ballrun_file, tmp_path):
     assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == step + 4
 
 
+def test_a_signal_landing_while_the_loop_reads_the_clock_still_saves(ballrun_file, tmp_path, monkeypatch):
+    """SIGINT delivered right after the loop's checkpoint-time check (the moment its old code read the
+    stop flag twice and stopped without saving): the run stops at a step whose checkpoint is on disk."""
+    import types
+
+    import lspc.training
+    calls = {"n": 0}
+
+    def monotonic():
+        calls["n"] += 1
+        if calls["n"] == 6:  # the 5th step's check; Python runs the handler right after this returns
+            os.kill(os.getpid(), signal.SIGINT)
+        return time.monotonic()
+
+    monkeypatch.setattr(lspc.training, "time", types.SimpleNamespace(monotonic=monotonic,
+                                                                      perf_counter=time.perf_counter))
+    args = tiny_args(ballrun_file, tmp_path, max_timesteps=1000, eval_every=1000, log_every=1000)
+    with pytest.raises(lspc.training.Interrupted) as stopped:
+        train_lspc_iql.train(load_config(args))
+    assert stopped.value.step == 6
+    assert load_checkpoint(os.path.join(run_dir_of(tmp_path), "checkpoint", "model.pt"))["step"] == 6
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(ballrun_file, tmp_path, monkeypatch, capsys):
     original = train_lspc_iql.expectile_loss
     calls = {"n": 0}
