@@ -249,7 +249,8 @@ def agent_provenance(agents: Sequence[TrainedAgent], config: AgentConfig) -> Dic
                               for a in agents]),
         "agent_cost_limits": np.array([a.cost_limit for a in agents], dtype=np.float64),
         "agent_training_steps": np.array([a.env_steps[-1] for a in agents], dtype=np.int64),
-        "agent_config": json.dumps(asdict(config)),
+        # the settings the agents share; each one's step budget is in "agents"
+        "agent_config": json.dumps({k: v for k, v in asdict(config).items() if k != "steps"}),
         "behaviour_versions": ", ".join(f"{p}=={importlib.metadata.version(p)}" for p in PACKAGES),
     }
 

@@ -2,7 +2,7 @@
 
     python scripts/collect_dataset.py --task OfflineCarCircle-v0 --episodes 600 --out data.hdf5 [--seed 0] [--workers 2]
     python scripts/collect_dataset.py --task OfflineDroneRun-v0 --behaviour fsrl --episodes 3000 --out drone.hdf5 \\
-        [--cost_limits 5 20 80] [--agent_steps 200000] [--action_noise 0.3] [--max_per_bin 10]
+        [--cost_limits 5 20 80] [--agent_steps 200000 | --agent_steps 100000 200000 400000] [--action_noise 0.3]
 
 Writes data.hdf5 (loadable by dsrl's get_dataset(h5path=...) and by train_lspc_iql.py
 --dataset_path), data.card.json (statistics) and data.card.png (reward-vs-cost scatter).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import os
@@ -55,8 +56,9 @@ def parse_args() -> argparse.Namespace:
     fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
                       help="one agent per cost limit (default: the task's entry in lspc.behaviour.TASK_COLLECTION, "
                            "else half the lowest threshold, the middle one and twice the highest)")
-    fsrl.add_argument("--agent_steps", type=int, default=None,
-                      help="training steps per agent (default: 200000, or the task's TASK_COLLECTION entry)")
+    fsrl.add_argument("--agent_steps", type=int, nargs="+", default=None,
+                      help="training steps per agent: one for all, or one per cost limit "
+                           "(default: 200000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_epoch_steps", type=int, default=None,
                       help="training steps per checkpoint (default: 10000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_episodes_per_collect", type=int, default=None,
@@ -74,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     for name in COLLECTION_DEFAULTS:  # a flag not given takes the task's default
         if getattr(args, name) is None:
             setattr(args, name, collection_setting(args.task, name))
+    if isinstance(args.agent_steps, (int, tuple)):  # a TASK_COLLECTION entry: one budget, or one per agent
+        args.agent_steps = list(np.atleast_1d(args.agent_steps).tolist())
     return args
 
 
@@ -93,26 +97,29 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
     from lspc import behaviour
 
     # checked before any training, which can take hours
-    for name in ("episodes", "agent_steps", "agent_epoch_steps", "agent_episodes_per_collect", "max_per_bin",
-                 "cost_bins", "reward_bins", "chunk"):
+    for name in ("episodes", "agent_epoch_steps", "agent_episodes_per_collect", "max_per_bin", "cost_bins",
+                 "reward_bins", "chunk"):
         if getattr(args, name) <= 0:
             raise LSPCError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.action_noise < 0 or min(args.cost_limits or [0]) < 0:
         raise LSPCError(f"--action_noise and --cost_limits must be non-negative, got {args.action_noise:g} "
                         f"and {args.cost_limits}")
-    behaviour.import_fsrl()
-    config = behaviour.AgentConfig(steps=args.agent_steps, epoch_steps=args.agent_epoch_steps,
-                                   episode_per_collect=args.agent_episodes_per_collect,
-                                   hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
     limits = tuple(args.cost_limits) if args.cost_limits else behaviour.default_agent_cost_limits(args.task)
-    cache = args.agent_cache or behaviour.DEFAULT_CACHE
-    train = functools.partial(behaviour.train_agent, args.task, config=config, cache_dir=cache)
+    steps = args.agent_steps * len(limits) if len(args.agent_steps) == 1 else args.agent_steps
+    if len(steps) != len(limits) or min(steps) <= 0:
+        raise LSPCError(f"--agent_steps takes one positive budget for every agent or one per cost limit "
+                        f"({len(limits)}: {' '.join(f'{c:g}' for c in limits)}), got {' '.join(map(str, args.agent_steps))}")
+    behaviour.import_fsrl()
+    config = behaviour.AgentConfig(epoch_steps=args.agent_epoch_steps, episode_per_collect=args.agent_episodes_per_collect,
+                                   hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
+    configs = [dataclasses.replace(config, steps=n) for n in steps]
+    train = functools.partial(behaviour.train_agent, args.task, cache_dir=args.agent_cache or behaviour.DEFAULT_CACHE)
     start = time.perf_counter()
     if args.workers > 1 and len(limits) > 1:
         with concurrent.futures.ProcessPoolExecutor(min(args.workers, len(limits))) as pool:
-            agents = list(pool.map(train, limits))
+            agents = list(pool.map(train, limits, configs))
     else:
-        agents = [train(limit) for limit in limits]
+        agents = list(map(train, limits, configs))
     training_seconds = time.perf_counter() - start
 
     data, provenance = behaviour.collect_dataset(

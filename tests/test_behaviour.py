@@ -172,6 +172,36 @@ def test_the_script_reuses_the_cached_agent_and_writes_the_card(agent, cache, tm
         assert len(f.attrs["episode_indices"]) == card["episodes"]
 
 
+def test_the_script_gives_each_agent_its_own_step_budget(agent, tmp_path):
+    """--agent_steps with one budget per cost limit: each agent's checkpoints stop at its own budget
+    (here two cached agents: the tiny one, and its copy standing in for a cost-20 agent)."""
+    cache = tmp_path / "agents"
+    shutil.copytree(agent.directory, cache / TASK / "ppol-cost10-seed0")
+    shutil.copytree(agent.directory, cache / TASK / "ppol-cost20-seed0")
+    identity = cache / TASK / "ppol-cost20-seed0" / "agent.json"
+    identity.write_text(json.dumps({**json.loads(identity.read_text()), "cost_limit": 20.0}))
+    flags = [token for token in TINY_FLAGS if token not in ("--cost_limits", "10")]
+
+    def run(*more):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_dataset.py"), "--task", TASK,
+                               "--behaviour", "fsrl", "--episodes", "4", "--workers", "1", "--out",
+                               str(tmp_path / "d.hdf5"), "--agent_cache", str(cache), *flags, "--cost_limits", "10",
+                               "20", *more], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_DISABLE_JIT": "1"})
+
+    wrong = run("--agent_steps", "1000", "2000", "3000")
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
+        "error: --agent_steps takes one positive budget for every agent or one per cost limit (2: 10 20), "
+        "got 1000 2000 3000")
+    done = run("--agent_steps", "1000", "2000")
+    assert done.returncode == 0, done.stderr
+    card = json.loads((tmp_path / "d.card.json").read_text())
+    assert card["agents_trained_steps"] == 0
+    assert [(a["cost_limit"], a["checkpoint_steps"]) for a in card["agents"]] == [
+        (10.0, list(agent.env_steps[:1])), (20.0, list(agent.env_steps))]
+    assert [a["training_steps"] for a in card["agents"]] == [agent.env_steps[0], agent.env_steps[1]]
+
+
 def test_the_script_rejects_a_controller_for_a_task_without_one(tmp_path):
     run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_dataset.py"), "--task",
                           "OfflineDroneRun-v0", "--behaviour", "controller", "--out", str(tmp_path / "d.hdf5")],
@@ -240,9 +270,9 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
 
     # the generic default's value given on the command line still beats the task's entry
     cheetah = parsed("--task", "OfflineHalfCheetahVelocityGymnasium-v1", "--agent_steps", "200000")
-    assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == (200_000, 50_000, 4)
+    assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == ([200_000], 50_000, 4)
     assert cheetah.cost_limits == (10, 160) and cheetah.episodes == 500
     ant = parsed("--task", "OfflineAntRun-v0", "--episodes", "42", "--cost_limits", "1", "2")
     assert (ant.episodes, ant.cost_limits, ant.agent_steps, ant.agent_episodes_per_collect) == (42, [1.0, 2.0],
-                                                                                                      200_000, 20)
+                                                                                                      [200_000], 20)
     assert parsed("--task", "OfflineBallRun-v0").episodes == 600
