@@ -55,7 +55,7 @@ $(DATA_DIR)/%.hdf5: | $(STAMP) $(if $(filter-out $(DATASET_TASKS),$(TASKS)),$(CO
 	$(PY) scripts/collect_dataset.py --task $* $(if $(DATASET_EPISODES),--episodes $(DATASET_EPISODES)) --seed 0 --out $@ $(COLLECT_FLAGS)
 
 test: install install-suites install-collect
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 # The sweep on a real Slurm cluster, requeue included (tests/test_slurm.py): a failure, not a skip, when
 # no cluster answers. `scripts/slurm_cluster.sh start` starts the one-node test cluster it defaults to.
