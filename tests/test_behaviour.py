@@ -276,3 +276,5 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
     assert (ant.episodes, ant.cost_limits, ant.agent_steps, ant.agent_episodes_per_collect) == (42, [1.0, 2.0],
                                                                                                       [200_000], 20)
     assert parsed("--task", "OfflineBallRun-v0").episodes == 600
+    assert parsed("--task", "OfflineDroneCircle-v0").agent_steps == [1_420_000, 1_780_000]  # one per agent
+    assert parsed("--task", "OfflineDroneCircle-v0", "--agent_steps", "5").agent_steps == [5]
