@@ -12,6 +12,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
 
 
+# The files with the longest tests (a few minutes each on 2 cores) run first: `make test` hands test
+# files to its workers in collection order, and one of these started last would run on alone.
+LONGEST_FIRST = ("test_sweep_all_methods.py", "test_faults.py", "test_sweep.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def load_script(name):
     """scripts/ is not a package: import a script by path."""
     import importlib.util

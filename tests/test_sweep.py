@@ -321,39 +321,3 @@ def test_make_table_names_missing_and_duplicate_runs(tmp_path, capsys, breaks, e
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert expected in err, err
     assert not os.path.exists(tmp_path / "t.md")
-
-
-def test_miniature_sweep_of_every_method_down_to_the_table(dataset_dir, tmp_path):
-    """All ten methods, one seed, 20 steps with small networks: every run trains, is evaluated at
-    its thresholds and lands in its column of the table, in the paper's order."""
-    methods = ["lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac"]
-    small = "--hidden_dim 32 --batch_size 64 --wandb_mode disabled --device cpu"
-    own = {"lspc": " --latent_dim 8", "cdt": " --hparam augment_percent=0", "fisor": " --hparam critic_batch_size=32",
-           # the tiny file has no unsafe segment at 40: the bottom of the safe ones are the undesirable ones
-           "trac": " --hparam bc_steps=10 --hparam warmup_steps=5 --hparam safe_bottom_perc=0.5"}
-    extra = [token for m in methods for token in ("--method_extra", f"{m}={small}" + own.get(m, ""))]
-    logdir = tmp_path / "sweep"
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), "--executor", "local", "--tasks", TASK,
-           "--seeds", "0", "--methods", *methods, "--logdir", str(logdir), "--dataset_dir", str(dataset_dir),
-           "--jobs", "2", "--max_timesteps", "20", "--eval_every", "20", "--eval_episodes", "2",
-           "--eval_extra=--no_figures", *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "22 runs, 0 already done (skipped), 22 to run" in result.stdout  # 4 + 6 per-threshold methods x 3
-    with open(os.path.join(logdir, "table.csv")) as f:
-        (row,) = list(csv.DictReader(f))
-    assert row["runs"] == "22" and row["thresholds"] == "10 20 40"
-    policies = ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac", "lspc-s",
-                "lspc-o", "cvae")
-    for policy in policies:
-        for what in ("reward", "cost"):
-            float(row[f"{policy}_normalized_{what}"])  # every column filled
-    header = open(os.path.join(logdir, "table.md")).read().splitlines()[0]
-    order = ["BC-All", "BC-Safe", "CDT", "BCQ-Lag", "BEAR-Lag", "CPQ", "COptiDICE", "FISOR", "TraC", "LSPC-S",
-             "LSPC-O", "CVAE"]
-    positions = [header.index(f"| {name} reward") for name in order]
-    assert positions == sorted(positions)
-    # CDT: one model, scored at every threshold with that threshold's prompt
-    with open(os.path.join(logdir, f"{TASK}-cost-10", "cdt-seed0", "eval", "results.json")) as f:
-        cdt = json.load(f)["policies"]["cdt"]["thresholds"]
-    assert {k: v["prompt"] for k, v in cdt.items()} == {"10": [500, 10], "20": [500, 20], "40": [700, 40]}
