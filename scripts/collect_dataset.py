@@ -107,10 +107,12 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
     limits = tuple(args.cost_limits) if args.cost_limits else behaviour.default_agent_cost_limits(args.task)
     steps = args.agent_steps * len(limits) if len(args.agent_steps) == 1 else args.agent_steps
     if len(steps) != len(limits) or min(steps) <= 0:
+        given = " ".join(map(str, args.agent_steps))
         raise LSPCError(f"--agent_steps takes one positive budget for every agent or one per cost limit "
-                        f"({len(limits)}: {' '.join(f'{c:g}' for c in limits)}), got {' '.join(map(str, args.agent_steps))}")
+                        f"({len(limits)}: {' '.join(f'{c:g}' for c in limits)}), got {given}")
     behaviour.import_fsrl()
-    config = behaviour.AgentConfig(epoch_steps=args.agent_epoch_steps, episode_per_collect=args.agent_episodes_per_collect,
+    config = behaviour.AgentConfig(epoch_steps=args.agent_epoch_steps,
+                                   episode_per_collect=args.agent_episodes_per_collect,
                                    hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
     configs = [dataclasses.replace(config, steps=n) for n in steps]
     train = functools.partial(behaviour.train_agent, args.task, cache_dir=args.agent_cache or behaviour.DEFAULT_CACHE)
