@@ -149,7 +149,8 @@ def _save_torch(path: str, obj: object) -> None:
     atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
 
 
-def _load(path: str) -> dict:
+def load_agent_file(path: str) -> dict:
+    """An epoch or resume file of the agent cache: weights, env steps, training seconds and returns."""
     # our own cache files; FSRL's Lagrangian state holds numpy scalars, which weights_only refuses
     return torch.load(path, weights_only=False)
 
@@ -181,13 +182,13 @@ def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: st
         atomic_write_bytes(identity_path, lambda f: f.write(json.dumps(identity, indent=1).encode()))
 
     resume_path = os.path.join(directory, "resume.pt")
-    state = _load(resume_path) if os.path.exists(resume_path) else None
+    state = load_agent_file(resume_path) if os.path.exists(resume_path) else None
     done_epochs = state["epoch"] if state else 0
     trained = 0
     if done_epochs < config.epochs:
         trained = _train(task, cost_limit, config, directory, state, log)
     paths = [os.path.join(directory, f"epoch-{e:04d}.pt") for e in range(1, config.epochs + 1)]
-    saved = [_load(p) for p in paths]
+    saved = [load_agent_file(p) for p in paths]
     return TrainedAgent(task, cost_limit, directory, tuple(paths), tuple(int(w["env_step"]) for w in saved), trained,
                         float(saved[-1]["train_seconds"]))
 
@@ -269,7 +270,7 @@ def _policy(task: str, hidden_sizes: Tuple[int, ...]):
 
 @functools.lru_cache(maxsize=64)
 def _weights(path: str) -> dict:
-    return _load(path)["policy"]
+    return load_agent_file(path)["policy"]
 
 
 def episode_plan(seed: int, episode: int, checkpoints: int,
@@ -291,6 +292,23 @@ def rollout_policy(env: gym.Env, policy, start_seed: int, noise: float,
         return policy.map_action(act + noise * rng.standard_normal(act.shape))
 
     return record_episode(env, start_seed, choose)
+
+
+def checkpoint_returns(task: str, checkpoint: str, hidden_sizes: Tuple[int, ...],
+                       start_seeds: Sequence[int]) -> List[Tuple[float, float, int]]:
+    """(reward, cost, length) of one noise-free episode of the checkpoint's policy per start seed: where an
+    agent stands (its training episodes sample actions, so their returns lag its mean action's)."""
+    policy = _policy(task, hidden_sizes)
+    policy.load_state_dict(_weights(checkpoint))
+    returns = []
+    for start_seed in start_seeds:
+        env = make_env(task)  # a fresh env per episode: Bullet's reset keeps some state
+        try:
+            episode = rollout_policy(env, policy, start_seed, 0.0, np.random.default_rng(0))
+        finally:
+            env.close()
+        returns.append((float(episode["rewards"].sum()), float(episode["costs"].sum()), len(episode["rewards"])))
+    return returns
 
 
 def rollout_chunk(task: str, checkpoints: Tuple[str, ...], hidden_sizes: Tuple[int, ...], seed: int,

@@ -16,7 +16,7 @@ pytest.importorskip("numba", reason="the collect requirements are missing: make 
 
 from conftest import ROOT, load_script  # noqa: E402
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import AgentConfig, collect_dataset, train_agent  # noqa: E402
+from lspc.behaviour import AgentConfig, checkpoint_returns, collect_dataset, train_agent  # noqa: E402
 from lspc.collect import default_cost_cap, episode_returns, grid_filter, write_dsrl_hdf5  # noqa: E402
 from lspc.data import DSRL_KEYS  # noqa: E402
 from lspc.envs import make_env, reset_seeded  # noqa: E402
@@ -200,6 +200,23 @@ def test_the_script_gives_each_agent_its_own_step_budget(agent, tmp_path):
     assert [(a["cost_limit"], a["checkpoint_steps"]) for a in card["agents"]] == [
         (10.0, list(agent.env_steps[:1])), (20.0, list(agent.env_steps))]
     assert [a["training_steps"] for a in card["agents"]] == [agent.env_steps[0], agent.env_steps[1]]
+
+
+def test_agent_returns_rolls_out_each_checkpoints_mean_action(agent, cache, capsys):
+    script = load_script("agent_returns")
+    script.main(["--task", TASK, "--cost_limit", "10", "--agent_cache", cache, "--episodes", "2"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line[:3].strip("| ").isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 2]  # by default spread over training, the last included
+    returns = checkpoint_returns(TASK, agent.checkpoints[1], TINY.hidden_sizes, range(2))
+    assert checkpoint_returns(TASK, agent.checkpoints[1], TINY.hidden_sizes, range(2)) == returns  # no noise
+    assert [length for _, _, length in returns] == [100, 100]
+    assert float(rows[1][4]) == pytest.approx(np.mean([r for r, _, _ in returns]), abs=0.05)
+    assert int(rows[1][1]) == agent.env_steps[1]
+    for flags, message in ((["--cost_limit", "99"], "no trained agent in"),
+                           (["--cost_limit", "10", "--epochs", "7"], "has no checkpoint of epoch 7 (it has epochs 1 to 2)")):
+        with pytest.raises(SystemExit) as stopped:
+            script.main(["--task", TASK, "--agent_cache", cache, *flags])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_script_rejects_a_controller_for_a_task_without_one(tmp_path):

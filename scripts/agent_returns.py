@@ -1,0 +1,74 @@
+"""Noise-free returns of a cached FSRL behaviour agent's checkpoints: how far its training has come.
+
+    python scripts/agent_returns.py --task OfflineDroneCircle-v0 --cost_limit 80 [--epochs 30 40 178] \
+        [--episodes 3] [--agent_seed 0] [--agent_cache ~/.lspc/agents]
+
+One row per checkpoint: its training steps, the mean reward and cost of the training episodes of its
+epoch (sampled actions), and the mean reward, cost and length of --episodes episodes of its mean
+action from start seeds 0, 1, ... (the same for every checkpoint). Use it to choose an agent's step
+budget before a collection (collect_dataset.py --agent_steps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from lspc import LSPCError  # noqa: E402
+from lspc.envs import check_task  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--cost_limit", type=float, required=True)
+    parser.add_argument("--epochs", type=int, nargs="+", default=None,
+                        help="checkpoints to roll out (default: five spread over training, the last included)")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--agent_seed", type=int, default=0)
+    parser.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        from lspc import behaviour
+
+        check_task(args.task)
+        if args.episodes <= 0:
+            raise LSPCError(f"--episodes must be positive, got {args.episodes}")
+        directory = behaviour.agent_dir(args.agent_cache or behaviour.DEFAULT_CACHE, args.task, args.cost_limit,
+                                        args.agent_seed)
+        trained = sorted(int(name[6:10]) for name in os.listdir(directory) if name.startswith("epoch-")) \
+            if os.path.isdir(directory) else []
+        if not trained:
+            raise LSPCError(f"no trained agent in {directory}; train one with scripts/collect_dataset.py")
+        epochs = args.epochs or sorted({trained[round(i)] for i in np.linspace(0, len(trained) - 1, 5)})
+        missing = sorted(set(epochs) - set(trained))
+        if missing:
+            raise LSPCError(f"{directory} has no checkpoint of epoch {missing[0]} (it has epochs 1 to {trained[-1]})")
+        with open(os.path.join(directory, "agent.json")) as f:
+            hidden_sizes = tuple(json.load(f)["hidden_sizes"])
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{args.task}, cost limit {args.cost_limit:g}: {args.episodes} noise-free episodes per checkpoint\n")
+    print("| epoch | steps | training reward | training cost | reward | cost | length |")
+    print("|---|---|---|---|---|---|---|")
+    for epoch in epochs:
+        path = os.path.join(directory, f"epoch-{epoch:04d}.pt")
+        saved = behaviour.load_agent_file(path)
+        returns = np.array(behaviour.checkpoint_returns(args.task, path, hidden_sizes, range(args.episodes)))
+        reward, cost, length = returns.mean(axis=0)
+        print(f"| {epoch} | {saved['env_step']} | {saved['train_reward']:.1f} | {saved['train_cost']:.1f} | "
+              f"{reward:.1f} | {cost:.1f} | {length:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
