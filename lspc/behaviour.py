@@ -60,6 +60,8 @@ TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     # the cost-80 agent reached a deterministic return of about 680 only after 2M steps
     "OfflineDroneCircle-v0": {"episodes": 800, "agent_steps": (1_420_000, 1_780_000), "agent_episodes_per_collect": 10,
                               "cost_limits": (5, 80)},
+    # one agent: its first checkpoints stand still (cost 0), its last run at episode cost about 50
+    "OfflineAntRun-v0": {"agent_steps": 440_000, "agent_episodes_per_collect": 10, "cost_limits": (80,)},
     "OfflinePointGoal1Gymnasium-v0": {"episodes": 350, "agent_steps": 300_000, "agent_episodes_per_collect": 4,
                                       "cost_limits": (10, 160)},
     "OfflineHalfCheetahVelocityGymnasium-v1": {"episodes": 500, "agent_steps": 1_000_000, "agent_epoch_steps": 50_000,

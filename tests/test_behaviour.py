@@ -289,7 +289,7 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
     cheetah = parsed("--task", "OfflineHalfCheetahVelocityGymnasium-v1", "--agent_steps", "200000")
     assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == ([200_000], 50_000, 4)
     assert cheetah.cost_limits == (10, 160) and cheetah.episodes == 500
-    ant = parsed("--task", "OfflineAntRun-v0", "--episodes", "42", "--cost_limits", "1", "2")
+    ant = parsed("--task", "OfflineAntCircle-v0", "--episodes", "42", "--cost_limits", "1", "2")
     assert (ant.episodes, ant.cost_limits, ant.agent_steps, ant.agent_episodes_per_collect) == (42, [1.0, 2.0],
                                                                                                       [200_000], 20)
     assert parsed("--task", "OfflineBallRun-v0").episodes == 600
