@@ -60,7 +60,7 @@ TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     # the cost-80 agent reached a deterministic return of about 680 only after 2M steps
     "OfflineDroneCircle-v0": {"episodes": 800, "agent_steps": (1_420_000, 1_780_000), "agent_episodes_per_collect": 10,
                               "cost_limits": (5, 80)},
-    # one agent: its first checkpoints stand still (cost 0), its last run at episode cost about 50
+    # one agent: its first checkpoints stand still (cost 0), its last run at episode cost about 90 to 100
     "OfflineAntRun-v0": {"agent_steps": 440_000, "agent_episodes_per_collect": 10, "cost_limits": (80,)},
     "OfflinePointGoal1Gymnasium-v0": {"episodes": 350, "agent_steps": 300_000, "agent_episodes_per_collect": 4,
                                       "cost_limits": (10, 160)},
@@ -118,6 +118,10 @@ def import_fsrl() -> None:
 
 def agent_dir(cache_dir: str, task: str, cost_limit: float, seed: int) -> str:
     return os.path.join(cache_dir, task, f"ppol-cost{cost_limit:g}-seed{seed}")
+
+
+def epoch_file(directory: str, epoch: int) -> str:
+    return os.path.join(directory, f"epoch-{epoch:04d}.pt")
 
 
 @contextlib.contextmanager
@@ -189,7 +193,7 @@ def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: st
     trained = 0
     if done_epochs < config.epochs:
         trained = _train(task, cost_limit, config, directory, state, log)
-    paths = [os.path.join(directory, f"epoch-{e:04d}.pt") for e in range(1, config.epochs + 1)]
+    paths = [epoch_file(directory, e) for e in range(1, config.epochs + 1)]
     saved = [load_agent_file(p) for p in paths]
     return TrainedAgent(task, cost_limit, directory, tuple(paths), tuple(int(w["env_step"]) for w in saved), trained,
                         float(saved[-1]["train_seconds"]))
@@ -237,7 +241,7 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
                        "train_seconds": done_seconds + time.perf_counter() - start,
                        "train_reward": float(stats["train/reward"]), "train_cost": float(stats["train/cost"])}
             # the epoch file first: resume.pt never points past what is on disk
-            _save_torch(os.path.join(directory, f"epoch-{epoch:04d}.pt"), weights)
+            _save_torch(epoch_file(directory, epoch), weights)
             _save_torch(os.path.join(directory, "resume.pt"), {**weights, "optim": agent.policy.optim.state_dict()})
             log(f"{task} cost limit {cost_limit:g}: epoch {epoch}/{config.epochs}, {env_step} steps, "
                 f"episode reward {weights['train_reward']:.1f}, cost {weights['train_cost']:.1f}")
@@ -296,12 +300,13 @@ def rollout_policy(env: gym.Env, policy, start_seed: int, noise: float,
     return record_episode(env, start_seed, choose)
 
 
-def checkpoint_returns(task: str, checkpoint: str, hidden_sizes: Tuple[int, ...],
+def checkpoint_returns(task: str, weights: dict, hidden_sizes: Tuple[int, ...],
                        start_seeds: Sequence[int]) -> List[Tuple[float, float, int]]:
-    """(reward, cost, length) of one noise-free episode of the checkpoint's policy per start seed: where an
-    agent stands (its training episodes sample actions, so their returns lag its mean action's)."""
+    """(reward, cost, length) of one noise-free episode of a checkpoint's policy (``weights``: its
+    "policy" entry) per start seed: where an agent stands (its training episodes sample actions, so
+    their returns lag its mean action's)."""
     policy = _policy(task, hidden_sizes)
-    policy.load_state_dict(_weights(checkpoint))
+    policy.load_state_dict(weights)
     returns = []
     for start_seed in start_seeds:
         env = make_env(task)  # a fresh env per episode: Bullet's reset keeps some state

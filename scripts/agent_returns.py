@@ -45,14 +45,14 @@ def main(argv=None) -> None:
             raise LSPCError(f"--episodes must be positive, got {args.episodes}")
         directory = behaviour.agent_dir(args.agent_cache or behaviour.DEFAULT_CACHE, args.task, args.cost_limit,
                                         args.agent_seed)
-        trained = sorted(int(name[6:10]) for name in os.listdir(directory) if name.startswith("epoch-")) \
-            if os.path.isdir(directory) else []
-        if not trained:
+        resume = os.path.join(directory, "resume.pt")  # points at the last epoch on disk; epochs run 1, 2, ...
+        if not os.path.exists(resume):
             raise LSPCError(f"no trained agent in {directory}; train one with scripts/collect_dataset.py")
-        epochs = args.epochs or sorted({trained[round(i)] for i in np.linspace(0, len(trained) - 1, 5)})
-        missing = sorted(set(epochs) - set(trained))
+        last = behaviour.load_agent_file(resume)["epoch"]
+        epochs = args.epochs or sorted({round(e) for e in np.linspace(1, last, 5)})
+        missing = sorted(e for e in epochs if not 1 <= e <= last)
         if missing:
-            raise LSPCError(f"{directory} has no checkpoint of epoch {missing[0]} (it has epochs 1 to {trained[-1]})")
+            raise LSPCError(f"{directory} has no checkpoint of epoch {missing[0]} (it has epochs 1 to {last})")
         with open(os.path.join(directory, "agent.json")) as f:
             hidden_sizes = tuple(json.load(f)["hidden_sizes"])
     except LSPCError as err:
@@ -62,9 +62,8 @@ def main(argv=None) -> None:
     print("| epoch | steps | training reward | training cost | reward | cost | length |")
     print("|---|---|---|---|---|---|---|")
     for epoch in epochs:
-        path = os.path.join(directory, f"epoch-{epoch:04d}.pt")
-        saved = behaviour.load_agent_file(path)
-        returns = np.array(behaviour.checkpoint_returns(args.task, path, hidden_sizes, range(args.episodes)))
+        saved = behaviour.load_agent_file(behaviour.epoch_file(directory, epoch))
+        returns = np.array(behaviour.checkpoint_returns(args.task, saved["policy"], hidden_sizes, range(args.episodes)))
         reward, cost, length = returns.mean(axis=0)
         print(f"| {epoch} | {saved['env_step']} | {saved['train_reward']:.1f} | {saved['train_cost']:.1f} | "
               f"{reward:.1f} | {cost:.1f} | {length:.0f} |", flush=True)

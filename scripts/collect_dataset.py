@@ -77,7 +77,7 @@ def parse_args() -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, collection_setting(args.task, name))
     if isinstance(args.agent_steps, (int, tuple)):  # a TASK_COLLECTION entry: one budget, or one per agent
-        args.agent_steps = list(np.atleast_1d(args.agent_steps).tolist())
+        args.agent_steps = np.atleast_1d(args.agent_steps).tolist()
     return args
 
 

@@ -16,7 +16,8 @@ pytest.importorskip("numba", reason="the collect requirements are missing: make 
 
 from conftest import ROOT, load_script  # noqa: E402
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import AgentConfig, checkpoint_returns, collect_dataset, train_agent  # noqa: E402
+from lspc.behaviour import (AgentConfig, checkpoint_returns, collect_dataset, load_agent_file,  # noqa: E402
+                            train_agent)
 from lspc.collect import default_cost_cap, episode_returns, grid_filter, write_dsrl_hdf5  # noqa: E402
 from lspc.data import DSRL_KEYS  # noqa: E402
 from lspc.envs import make_env, reset_seeded  # noqa: E402
@@ -207,8 +208,9 @@ def test_agent_returns_rolls_out_each_checkpoints_mean_action(agent, cache, caps
     script.main(["--task", TASK, "--cost_limit", "10", "--agent_cache", cache, "--episodes", "2"])
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line[:3].strip("| ").isdigit()]
     assert [int(row[0]) for row in rows] == [1, 2]  # by default spread over training, the last included
-    returns = checkpoint_returns(TASK, agent.checkpoints[1], TINY.hidden_sizes, range(2))
-    assert checkpoint_returns(TASK, agent.checkpoints[1], TINY.hidden_sizes, range(2)) == returns  # no noise
+    weights = load_agent_file(agent.checkpoints[1])["policy"]
+    returns = checkpoint_returns(TASK, weights, TINY.hidden_sizes, range(2))
+    assert checkpoint_returns(TASK, weights, TINY.hidden_sizes, range(2)) == returns  # no noise
     assert [length for _, _, length in returns] == [100, 100]
     assert float(rows[1][4]) == pytest.approx(np.mean([r for r, _, _ in returns]), abs=0.05)
     assert int(rows[1][1]) == agent.env_steps[1]
