@@ -1,16 +1,22 @@
-"""Behaviour agents for tasks without a controller: FSRL's PPO-Lagrangian, trained per cost limit.
+"""Behaviour agents for tasks without a controller: FSRL's Lagrangian agents, trained per cost limit.
 
 DSRL made its datasets by training FSRL's safe-RL agents online at several cost limits and rolling
 out the checkpoints saved along training, with noise. ``train_agent`` trains one with FSRL's own
-agent, collector and on-policy trainer (PPO-Lagrangian: on BallRun it ran about 4x the environment
-steps per second of SAC-Lagrangian on one core and kept its episode cost near the limit from the
-first 20k steps on, while SAC-Lagrangian's stayed at about 91 of 100 steps for 25k steps) and keeps
-its checkpoints in a cache directory::
+agent, collector and trainer, and keeps its checkpoints in a cache directory. Two agents:
 
-    <cache>/<task>/ppol-cost<limit>-seed<seed>/
+- ``ppol``, PPO-Lagrangian with FSRL's on-policy trainer, the default: on BallRun it ran about 4x
+  the environment steps per second of SAC-Lagrangian on one core and kept its episode cost near the
+  limit from the first 20k steps on, while SAC-Lagrangian's stayed at about 91 of 100 steps for 25k.
+- ``sacl``, SAC-Lagrangian with FSRL's off-policy trainer (fsrl.config.sacl_cfg's settings): for
+  tasks where PPO-Lagrangian needs millions of steps (AntCircle, MetaDrive).
+
+::
+
+    <cache>/<task>/<agent>-cost<limit>-seed<seed>/
         agent.json        what identifies the agent (configuration without the step budget)
         epoch-0001.pt ... policy weights and statistics after each epoch
-        resume.pt         weights, optimiser and step count of the last finished epoch
+        resume.pt         weights, optimisers and step count of the last finished epoch
+        buffer.pt         sacl: the replay buffer of the last finished epoch
 
 Every file is written atomically. A rerun with the same configuration trains nothing; a larger
 step budget, or a training that was interrupted, continues from ``resume.pt`` (the unfinished
@@ -50,7 +56,7 @@ _INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them wit
 # for these tasks (a flag given on its command line wins). Episodes long or slow to simulate get fewer
 # episodes per policy update, so that the short budgets still make many updates; two agents (one
 # below the lowest threshold, one far above the highest) with their checkpoints span the cost range.
-COLLECTION_DEFAULTS = {"episodes": 600, "agent_steps": 200_000, "agent_epoch_steps": 10_000,
+COLLECTION_DEFAULTS = {"agent_algorithm": "ppol", "episodes": 600, "agent_steps": 200_000, "agent_epoch_steps": 10_000,
                        "agent_episodes_per_collect": 20, "cost_limits": None}
 TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     "OfflineCarCircle1Gymnasium-v0": {"episodes": 400, "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
@@ -74,10 +80,15 @@ def collection_setting(task: str, name: str) -> object:
     return TASK_COLLECTION.get(task, {}).get(name, COLLECTION_DEFAULTS[name])
 
 
+# the cache's and the command line's names of FSRL's agents
+ALGORITHMS = {"ppol": "PPOLagAgent", "sacl": "SACLagAgent"}
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    """A PPO-Lagrangian training run; the rest are FSRL's PPO-Lagrangian defaults (fsrl.config.ppol_cfg)."""
+    """A training run of an FSRL agent; the rest are FSRL's defaults (fsrl.config.ppol_cfg, sacl_cfg)."""
 
+    algorithm: str = "ppol"  # a key of ALGORITHMS
     steps: int = 200_000  # environment steps of training
     epoch_steps: int = 10_000  # steps per epoch: one checkpoint each
     episode_per_collect: int = 20  # episodes per policy update
@@ -87,6 +98,10 @@ class AgentConfig:
     @property
     def epochs(self) -> int:
         return math.ceil(self.steps / self.epoch_steps)
+
+    @property
+    def agent_class(self) -> str:
+        return f"fsrl.agent.{ALGORITHMS[self.algorithm]}"
 
 
 @dataclass(frozen=True)
@@ -116,8 +131,8 @@ def import_fsrl() -> None:
         raise LSPCError(f"{_INSTALL_HINT} ({err})") from None
 
 
-def agent_dir(cache_dir: str, task: str, cost_limit: float, seed: int) -> str:
-    return os.path.join(cache_dir, task, f"ppol-cost{cost_limit:g}-seed{seed}")
+def agent_dir(cache_dir: str, task: str, cost_limit: float, config: AgentConfig) -> str:
+    return os.path.join(cache_dir, task, f"{config.algorithm}-cost{cost_limit:g}-seed{config.seed}")
 
 
 def epoch_file(directory: str, epoch: int) -> str:
@@ -137,7 +152,7 @@ def _global_rngs_kept() -> Iterator[None]:
 
 def _make_agent(env: gym.Env, cost_limit: float, config: AgentConfig, seed: int):
     import_fsrl()
-    from fsrl.agent import PPOLagAgent
+    from fsrl.agent import PPOLagAgent, SACLagAgent
     from fsrl.utils import BaseLogger
 
     class QuietLogger(BaseLogger):
@@ -145,8 +160,11 @@ def _make_agent(env: gym.Env, cost_limit: float, config: AgentConfig, seed: int)
             pass  # PPO's "early stop due to reaching max kl" on most updates would bury the progress lines
 
     # a fresh in-memory logger: the trainer reads its statistics; FSRL's default one is shared
-    return PPOLagAgent(env, QuietLogger(), cost_limit=cost_limit, thread=torch.get_num_threads(), seed=seed,
-                       hidden_sizes=config.hidden_sizes, max_grad_norm=0.5)  # max_grad_norm: ppol_cfg's
+    common = dict(cost_limit=cost_limit, thread=torch.get_num_threads(), seed=seed, hidden_sizes=config.hidden_sizes)
+    if config.algorithm == "sacl":  # where sacl_cfg differs from SACLagAgent's own defaults
+        return SACLagAgent(env, QuietLogger(), **common, alpha=0.005, gamma=0.97, unbounded=False,
+                           deterministic_eval=True)
+    return PPOLagAgent(env, QuietLogger(), **common, max_grad_norm=0.5)  # max_grad_norm: ppol_cfg's
 
 
 def _save_torch(path: str, obj: object) -> None:
@@ -161,9 +179,14 @@ def load_agent_file(path: str) -> dict:
     return torch.load(path, weights_only=False)
 
 
+def _shared_settings(config: AgentConfig) -> Dict[str, object]:
+    """The settings that identify an agent, its step budget and algorithm (``agent_class``) left out."""
+    return {k: v for k, v in asdict(config).items() if k not in ("steps", "algorithm")}
+
+
 def _identity(task: str, cost_limit: float, config: AgentConfig) -> Dict[str, object]:
-    fields = {k: v for k, v in asdict(config).items() if k != "steps"}
-    return json.loads(json.dumps({"agent": "fsrl.agent.PPOLagAgent", "task": task, "cost_limit": cost_limit, **fields}))
+    identity = {"agent": config.agent_class, "task": task, "cost_limit": cost_limit, **_shared_settings(config)}
+    return json.loads(json.dumps(identity))
 
 
 def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: str = DEFAULT_CACHE,
@@ -174,7 +197,9 @@ def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: st
                         f"{config.steps}, {config.epoch_steps} and {config.episode_per_collect}")
     if cost_limit < 0:
         raise LSPCError(f"cost limits must be non-negative, got {cost_limit:g}")
-    directory = agent_dir(cache_dir, task, cost_limit, config.seed)
+    if config.algorithm not in ALGORITHMS:
+        raise LSPCError(f"unknown agent {config.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    directory = agent_dir(cache_dir, task, cost_limit, config)
     os.makedirs(directory, exist_ok=True)
     identity, identity_path = _identity(task, cost_limit, config), os.path.join(directory, "agent.json")
     if os.path.exists(identity_path):
@@ -199,11 +224,36 @@ def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: st
                         float(saved[-1]["train_seconds"]))
 
 
+def _optimisers(policy) -> Dict[str, torch.optim.Optimizer]:
+    """The optimisers of an FSRL policy whose state a resumed run needs."""
+    if hasattr(policy, "critics_optim"):  # SAC-Lagrangian
+        found = {"actor": policy.actor_optim, "critics": policy.critics_optim}
+        if policy._is_auto_alpha:
+            found["alpha"] = policy._alpha_optim
+        return found
+    return {"policy": policy.optim}
+
+
+def _restore(policy, state: dict) -> None:
+    """Put a resume file's weights, optimisers and, for SAC, entropy temperature back into ``policy``."""
+    policy.load_state_dict(state["policy"])
+    # fsrl 0.1.0's set_extra_state looks for a key in the list it is given and restores nothing:
+    # put the PID Lagrange multipliers back by hand
+    for lag_optim, saved in zip(policy.lag_optims, state["policy"].get("_extra_state") or []):
+        lag_optim.load_state_dict(saved)
+    for name, optimiser in _optimisers(policy).items():
+        optimiser.load_state_dict(state["optimisers"][name])
+    if "log_alpha" in state:  # a plain tensor of the policy, outside its state_dict
+        with torch.no_grad():
+            policy._log_alpha.copy_(state["log_alpha"])
+        policy._alpha = policy._log_alpha.detach().exp()
+
+
 def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, state: Optional[dict],
            log: Callable[[str], None]) -> int:
     import_fsrl()
     from fsrl.data import FastCollector
-    from fsrl.trainer import OnpolicyTrainer
+    from fsrl.trainer import OffpolicyTrainer, OnpolicyTrainer
     from tianshou.data import VectorReplayBuffer
     from tianshou.env import DummyVectorEnv
 
@@ -215,24 +265,26 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
     env = make_env(task)
     agent = _make_agent(env, cost_limit, config, seed)
     env.close()
+    off_policy = config.algorithm == "sacl"
+    buffer_path = os.path.join(directory, "buffer.pt")
     if state:
-        agent.policy.load_state_dict(state["policy"])
-        # fsrl 0.1.0's set_extra_state looks for a key in the list it is given and restores nothing:
-        # put the PID Lagrange multipliers back by hand
-        for lag_optim, saved in zip(agent.policy.lag_optims, state["policy"].get("_extra_state") or []):
-            lag_optim.load_state_dict(saved)
-        agent.policy.optim.load_state_dict(state["optim"])
+        _restore(agent.policy, state)
         log(f"{task} cost limit {cost_limit:g}: resuming after epoch {done_epochs} ({done_steps} steps)")
     # MetaDrive allows one simulator per process
     envs = 1 if check_task(task) == "metadrive" else min(config.episode_per_collect, 4)
     train_envs = DummyVectorEnv([functools.partial(make_env, task)] * envs)
-    collector = FastCollector(agent.policy, train_envs, VectorReplayBuffer(100_000, envs), exploration_noise=True)
-    # fsrl.config.ppol_cfg's batch size and update repeats; no test collector: every epoch is kept anyway
-    trainer = OnpolicyTrainer(policy=agent.policy, train_collector=collector, max_epoch=config.epochs,
-                              batch_size=256, cost_limit=cost_limit, step_per_epoch=config.epoch_steps,
-                              repeat_per_collect=4, episode_per_test=1,  # read by train_step even without tests
-                              episode_per_collect=config.episode_per_collect, logger=agent.logger,
-                              verbose=False, show_progress=False)
+    # an off-policy agent resumes with its replay buffer (written before resume.pt, so at worst one epoch newer)
+    buffer = (torch.load(buffer_path, weights_only=False) if state and off_policy
+              else VectorReplayBuffer(100_000, envs))  # sacl_cfg's buffer size
+    collector = FastCollector(agent.policy, train_envs, buffer, exploration_noise=True)
+    # fsrl.config's batch size, update repeats (ppol) and updates per step (sacl); no test collector: every
+    # epoch is kept anyway
+    shared = dict(policy=agent.policy, train_collector=collector, max_epoch=config.epochs, batch_size=256,
+                  cost_limit=cost_limit, step_per_epoch=config.epoch_steps, episode_per_test=1,  # read by train_step
+                  episode_per_collect=config.episode_per_collect, logger=agent.logger, verbose=False,
+                  show_progress=False)
+    trainer = OffpolicyTrainer(**shared, update_per_step=0.2) if off_policy else OnpolicyTrainer(**shared,
+                                                                                                  repeat_per_collect=4)
     trainer.start_epoch = done_epochs
     try:
         for epoch, stats, _ in trainer:
@@ -242,7 +294,12 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
                        "train_reward": float(stats["train/reward"]), "train_cost": float(stats["train/cost"])}
             # the epoch file first: resume.pt never points past what is on disk
             _save_torch(epoch_file(directory, epoch), weights)
-            _save_torch(os.path.join(directory, "resume.pt"), {**weights, "optim": agent.policy.optim.state_dict()})
+            resume = {**weights, "optimisers": {k: o.state_dict() for k, o in _optimisers(agent.policy).items()}}
+            if off_policy:
+                _save_torch(buffer_path, collector.buffer)
+                if agent.policy._is_auto_alpha:
+                    resume["log_alpha"] = agent.policy._log_alpha.detach().clone()
+            _save_torch(os.path.join(directory, "resume.pt"), resume)
             log(f"{task} cost limit {cost_limit:g}: epoch {epoch}/{config.epochs}, {env_step} steps, "
                 f"episode reward {weights['train_reward']:.1f}, cost {weights['train_cost']:.1f}")
     finally:
@@ -253,23 +310,23 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
 def agent_provenance(agents: Sequence[TrainedAgent], config: AgentConfig) -> Dict[str, object]:
     """File attributes that say which agents made a dataset."""
     return {
-        "agents": json.dumps([{"agent": "fsrl.agent.PPOLagAgent", "cost_limit": a.cost_limit, "seed": config.seed,
+        "agents": json.dumps([{"agent": config.agent_class, "cost_limit": a.cost_limit, "seed": config.seed,
                                "training_steps": a.env_steps[-1], "training_seconds": round(a.training_seconds, 1),
                                "checkpoint_steps": list(a.env_steps)}
                               for a in agents]),
         "agent_cost_limits": np.array([a.cost_limit for a in agents], dtype=np.float64),
         "agent_training_steps": np.array([a.env_steps[-1] for a in agents], dtype=np.int64),
         # the settings the agents share; each one's step budget is in "agents"
-        "agent_config": json.dumps({k: v for k, v in asdict(config).items() if k != "steps"}),
+        "agent_config": json.dumps(_shared_settings(config)),
         "behaviour_versions": ", ".join(f"{p}=={importlib.metadata.version(p)}" for p in PACKAGES),
     }
 
 
 @functools.lru_cache(maxsize=None)
-def _policy(task: str, hidden_sizes: Tuple[int, ...]):
+def _policy(task: str, algorithm: str, hidden_sizes: Tuple[int, ...]):
     env = make_env(task)
     with _global_rngs_kept():
-        policy = _make_agent(env, 0.0, AgentConfig(hidden_sizes=hidden_sizes), seed=0).policy
+        policy = _make_agent(env, 0.0, AgentConfig(algorithm=algorithm, hidden_sizes=hidden_sizes), seed=0).policy
     env.close()
     return policy.eval()
 
@@ -300,12 +357,12 @@ def rollout_policy(env: gym.Env, policy, start_seed: int, noise: float,
     return record_episode(env, start_seed, choose)
 
 
-def checkpoint_returns(task: str, weights: dict, hidden_sizes: Tuple[int, ...],
+def checkpoint_returns(task: str, weights: dict, config: AgentConfig,
                        start_seeds: Sequence[int]) -> List[Tuple[float, float, int]]:
     """(reward, cost, length) of one noise-free episode of a checkpoint's policy (``weights``: its
-    "policy" entry) per start seed: where an agent stands (its training episodes sample actions, so
-    their returns lag its mean action's)."""
-    policy = _policy(task, hidden_sizes)
+    "policy" entry; ``config``: its agent's) per start seed: where an agent stands (its training
+    episodes sample actions, so their returns lag its mean action's)."""
+    policy = _policy(task, config.algorithm, config.hidden_sizes)
     policy.load_state_dict(weights)
     returns = []
     for start_seed in start_seeds:
@@ -318,10 +375,10 @@ def checkpoint_returns(task: str, weights: dict, hidden_sizes: Tuple[int, ...],
     return returns
 
 
-def rollout_chunk(task: str, checkpoints: Tuple[str, ...], hidden_sizes: Tuple[int, ...], seed: int,
+def rollout_chunk(task: str, checkpoints: Tuple[str, ...], config: AgentConfig, seed: int,
                   action_noise: float, episodes: range) -> List[Dict[str, np.ndarray]]:
     """Episodes ``episodes`` with their provenance (start seed, checkpoint index, noise scale)."""
-    policy = _policy(task, hidden_sizes)
+    policy = _policy(task, config.algorithm, config.hidden_sizes)
     # Bullet's reset keeps some simulator state (see lspc.collect): each of its episodes gets a fresh env.
     # A seeded Safety-Gymnasium reset rebuilds the world and starts the same episode whatever ran before
     # (tests/test_suites.py), and launching MetaDrive's engine for every episode took most of its time.
@@ -354,10 +411,11 @@ def collect_fsrl(task: str, agents: Sequence[TrainedAgent], config: AgentConfig,
     if action_noise < 0:
         raise LSPCError(f"action noise must be non-negative, got {action_noise:g}")
     checkpoints = tuple(path for agent in agents for path in agent.checkpoints)
-    meta = {"task": task, "seed": seed, "action_noise": action_noise, "hidden_sizes": list(config.hidden_sizes),
+    meta = {"task": task, "seed": seed, "action_noise": action_noise, "algorithm": config.algorithm,
+            "hidden_sizes": list(config.hidden_sizes),
             "checkpoints": [os.path.relpath(p, os.path.dirname(os.path.dirname(p))) for p in checkpoints]}
     chunks = EpisodeChunks(chunk_dir, meta, chunk)
-    roll = functools.partial(rollout_chunk, task, checkpoints, config.hidden_sizes, seed, action_noise)
+    roll = functools.partial(rollout_chunk, task, checkpoints, config, seed, action_noise)
     return collect_in_chunks(chunks, episodes, roll, workers, desc=f"{task} episodes")
 
 

@@ -1,7 +1,7 @@
 """Noise-free returns of a cached FSRL behaviour agent's checkpoints: how far its training has come.
 
     python scripts/agent_returns.py --task OfflineDroneCircle-v0 --cost_limit 80 [--epochs 30 40 178] \
-        [--episodes 3] [--agent_seed 0] [--agent_cache ~/.lspc/agents]
+        [--episodes 3] [--agent_algorithm ppol] [--agent_seed 0] [--agent_cache ~/.lspc/agents]
 
 One row per checkpoint: its training steps, the mean reward and cost of the training episodes of its
 epoch (sampled actions), and the mean reward, cost and length of --episodes episodes of its mean
@@ -11,6 +11,7 @@ budget before a collection (collect_dataset.py --agent_steps).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="checkpoints to roll out (default: five spread over training, the last included)")
     parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--agent_algorithm", choices=("ppol", "sacl"), default=None,
+                        help="default: the task's TASK_COLLECTION entry, else ppol")
     parser.add_argument("--agent_seed", type=int, default=0)
     parser.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
     return parser.parse_args(argv)
@@ -43,8 +46,9 @@ def main(argv=None) -> None:
         check_task(args.task)
         if args.episodes <= 0:
             raise LSPCError(f"--episodes must be positive, got {args.episodes}")
-        directory = behaviour.agent_dir(args.agent_cache or behaviour.DEFAULT_CACHE, args.task, args.cost_limit,
-                                        args.agent_seed)
+        algorithm = args.agent_algorithm or behaviour.collection_setting(args.task, "agent_algorithm")
+        config = behaviour.AgentConfig(algorithm=algorithm, seed=args.agent_seed)
+        directory = behaviour.agent_dir(args.agent_cache or behaviour.DEFAULT_CACHE, args.task, args.cost_limit, config)
         resume = os.path.join(directory, "resume.pt")  # points at the last epoch on disk; epochs run 1, 2, ...
         if not os.path.exists(resume):
             raise LSPCError(f"no trained agent in {directory}; train one with scripts/collect_dataset.py")
@@ -54,7 +58,7 @@ def main(argv=None) -> None:
         if missing:
             raise LSPCError(f"{directory} has no checkpoint of epoch {missing[0]} (it has epochs 1 to {last})")
         with open(os.path.join(directory, "agent.json")) as f:
-            hidden_sizes = tuple(json.load(f)["hidden_sizes"])
+            config = dataclasses.replace(config, hidden_sizes=tuple(json.load(f)["hidden_sizes"]))
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -63,7 +67,7 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|---|")
     for epoch in epochs:
         saved = behaviour.load_agent_file(behaviour.epoch_file(directory, epoch))
-        returns = np.array(behaviour.checkpoint_returns(args.task, saved["policy"], hidden_sizes, range(args.episodes)))
+        returns = np.array(behaviour.checkpoint_returns(args.task, saved["policy"], config, range(args.episodes)))
         reward, cost, length = returns.mean(axis=0)
         print(f"| {epoch} | {saved['env_step']} | {saved['train_reward']:.1f} | {saved['train_cost']:.1f} | "
               f"{reward:.1f} | {cost:.1f} | {length:.0f} |", flush=True)

@@ -9,7 +9,7 @@ Writes data.hdf5 (loadable by dsrl's get_dataset(h5path=...) and by train_lspc_i
 
 Behaviours: ``controller`` (the default where one exists: the four Ball/Car tasks) drives the
 simulator with lspc.collect's parameterized controllers. ``fsrl`` (the default elsewhere; needs
-`make install-collect`) trains FSRL PPO-Lagrangian agents at several cost limits, as DSRL did, or
+`make install-collect`) trains FSRL PPO- or SAC-Lagrangian agents at several cost limits, as DSRL did, or
 reuses them from --agent_cache, rolls out their checkpoints with action noise, drops episodes
 above the cost cap and thins the (cost, reward) plane with DSRL's grid filter. Its episodes are
 saved in chunks beside the output (data.chunks/), so an interrupted collection continues there.
@@ -53,6 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="simulator processes (fsrl: also agents trained at once)")
     fsrl = parser.add_argument_group("fsrl behaviour")
+    fsrl.add_argument("--agent_algorithm", choices=("ppol", "sacl"), default=None,
+                      help="FSRL agent: PPO-Lagrangian or SAC-Lagrangian (default: ppol, or the task's "
+                           "TASK_COLLECTION entry)")
     fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
                       help="one agent per cost limit (default: the task's entry in lspc.behaviour.TASK_COLLECTION, "
                            "else half the lowest threshold, the middle one and twice the highest)")
@@ -111,7 +114,7 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
         raise LSPCError(f"--agent_steps takes one positive budget for every agent or one per cost limit "
                         f"({len(limits)}: {' '.join(f'{c:g}' for c in limits)}), got {given}")
     behaviour.import_fsrl()
-    config = behaviour.AgentConfig(epoch_steps=args.agent_epoch_steps,
+    config = behaviour.AgentConfig(algorithm=args.agent_algorithm, epoch_steps=args.agent_epoch_steps,
                                    episode_per_collect=args.agent_episodes_per_collect,
                                    hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
     configs = [dataclasses.replace(config, steps=n) for n in steps]

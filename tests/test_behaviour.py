@@ -74,6 +74,43 @@ def test_a_larger_budget_resumes_from_the_last_epoch(agent, tmp_path):
     assert resumed.training_seconds > agent.training_seconds  # accumulated over both runs
 
 
+SAC = dataclasses.replace(TINY, algorithm="sacl", episode_per_collect=2)
+
+
+def test_a_sac_lagrangian_agent_resumes_with_its_optimisers_temperature_and_replay_buffer(tmp_path):
+    import torch
+
+    from lspc.behaviour import _make_agent, _optimisers, _restore
+
+    first = train_agent(TASK, 10.0, dataclasses.replace(SAC, steps=1000), str(tmp_path), log=lambda _: None)
+    assert os.path.basename(first.directory) == "sacl-cost10-seed0" and len(first.checkpoints) == 1
+    state = load_agent_file(os.path.join(first.directory, "resume.pt"))
+    buffer = torch.load(os.path.join(first.directory, "buffer.pt"), weights_only=False)
+    assert len(buffer) == first.env_steps[0] and set(state["optimisers"]) == {"actor", "critics", "alpha"}
+    assert state["log_alpha"].item() != 0.0  # trained away from its initial log(1)
+
+    fresh = _make_agent(make_env(TASK), 10.0, SAC, seed=1).policy
+    _restore(fresh, state)
+    assert fresh._log_alpha.item() == state["log_alpha"].item() and fresh._alpha.item() > 0
+    for name, optimiser in _optimisers(fresh).items():
+        restored, saved = optimiser.state_dict()["state"], state["optimisers"][name]["state"]
+        assert restored.keys() == saved.keys() and restored
+        assert all(torch.equal(restored[k]["exp_avg"], saved[k]["exp_avg"]) for k in saved), name
+    for key, value in state["policy"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(fresh.state_dict()[key], value), key
+
+    resumed = train_agent(TASK, 10.0, SAC, str(tmp_path), log=lambda _: None)
+    assert resumed.env_steps[0] == first.env_steps[0] and resumed.trained_steps == resumed.env_steps[1] - first.env_steps[0]
+    grown = torch.load(os.path.join(first.directory, "buffer.pt"), weights_only=False)
+    assert len(grown) == resumed.env_steps[1]  # the first epoch's transitions were kept, not collected again
+    kept = np.flatnonzero(buffer.done)[:1]
+    assert np.array_equal(grown.obs[: len(buffer.obs)][kept], buffer.obs[kept])
+    # its rollouts use the mean action: the same returns twice
+    weights = load_agent_file(resumed.checkpoints[-1])["policy"]
+    assert checkpoint_returns(TASK, weights, SAC, range(1)) == checkpoint_returns(TASK, weights, SAC, range(1))
+
+
 def test_other_settings_in_the_same_cache_are_refused(agent, cache):
     with pytest.raises(LSPCError, match="other settings.*hidden_sizes"):
         train_agent(TASK, 10.0, dataclasses.replace(TINY, hidden_sizes=(16,)), cache)
@@ -209,8 +246,8 @@ def test_agent_returns_rolls_out_each_checkpoints_mean_action(agent, cache, caps
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line[:3].strip("| ").isdigit()]
     assert [int(row[0]) for row in rows] == [1, 2]  # by default spread over training, the last included
     weights = load_agent_file(agent.checkpoints[1])["policy"]
-    returns = checkpoint_returns(TASK, weights, TINY.hidden_sizes, range(2))
-    assert checkpoint_returns(TASK, weights, TINY.hidden_sizes, range(2)) == returns  # no noise
+    returns = checkpoint_returns(TASK, weights, TINY, range(2))
+    assert checkpoint_returns(TASK, weights, TINY, range(2)) == returns  # no noise
     assert [length for _, _, length in returns] == [100, 100]
     assert float(rows[1][4]) == pytest.approx(np.mean([r for r, _, _ in returns]), abs=0.05)
     assert int(rows[1][1]) == agent.env_steps[1]
@@ -291,9 +328,9 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
     cheetah = parsed("--task", "OfflineHalfCheetahVelocityGymnasium-v1", "--agent_steps", "200000")
     assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == ([200_000], 50_000, 4)
     assert cheetah.cost_limits == (10, 160) and cheetah.episodes == 500
-    ant = parsed("--task", "OfflineAntCircle-v0", "--episodes", "42", "--cost_limits", "1", "2")
-    assert (ant.episodes, ant.cost_limits, ant.agent_steps, ant.agent_episodes_per_collect) == (42, [1.0, 2.0],
-                                                                                                      [200_000], 20)
+    car = parsed("--task", "OfflineCarRun-v0", "--episodes", "42", "--cost_limits", "1", "2")  # no entry
+    assert (car.episodes, car.cost_limits, car.agent_steps, car.agent_episodes_per_collect,
+            car.agent_algorithm) == (42, [1.0, 2.0], [200_000], 20, "ppol")
     assert parsed("--task", "OfflineBallRun-v0").episodes == 600
     assert parsed("--task", "OfflineDroneCircle-v0").agent_steps == [1_420_000, 1_780_000]  # one per agent
     assert parsed("--task", "OfflineDroneCircle-v0", "--agent_steps", "5").agent_steps == [5]
