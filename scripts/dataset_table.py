@@ -69,7 +69,8 @@ def _agents(card: Dict) -> str:
         return card.get("behaviour", "")
     limits = "/".join(f"{a['cost_limit']:g}" for a in agents)
     steps = {a["training_steps"] for a in agents}
-    return f"PPO-L {limits} x {'/'.join(f'{s // 1000}k' for s in sorted(steps))}"
+    name = {"fsrl.agent.PPOLagAgent": "PPO-L", "fsrl.agent.SACLagAgent": "SAC-L"}[agents[0]["agent"]]
+    return f"{name} {limits} x {'/'.join(f'{s // 1000}k' for s in sorted(steps))}"
 
 
 def table(cards: List[Dict]) -> str:

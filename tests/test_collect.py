@@ -126,6 +126,10 @@ def test_dataset_table_reports_what_a_card_lacks(ballrun_data, tmp_path):
     ok = subprocess.run(table + [str(good_path)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[2].endswith("| 2 min | yes |")
+    agents = [{"agent": "fsrl.agent.SACLagAgent", "cost_limit": 400.0, "training_steps": 20_500}]
+    good_path.write_text(json.dumps({**good, "agents": agents}))
+    sac = subprocess.run(table + [str(good_path)], capture_output=True, text=True)
+    assert sac.stdout.splitlines()[2].split(" | ")[1] == "SAC-L 400 x 20k"
     costs = episode_returns(ballrun_data)["cost"]
     short = subprocess.run(table + [f"{stem}.card.json", str(good_path)], capture_output=True, text=True)
     assert short.returncode == 1
