@@ -7,8 +7,8 @@ agent, collector and trainer, and keeps its checkpoints in a cache directory. Tw
 - ``ppol``, PPO-Lagrangian with FSRL's on-policy trainer, the default: on BallRun it ran about 4x
   the environment steps per second of SAC-Lagrangian on one core and kept its episode cost near the
   limit from the first 20k steps on, while SAC-Lagrangian's stayed at about 91 of 100 steps for 25k.
-- ``sacl``, SAC-Lagrangian with FSRL's off-policy trainer (fsrl.config.sacl_cfg's settings): for
-  tasks where PPO-Lagrangian needs millions of steps (AntCircle, MetaDrive).
+- ``sacl``, SAC-Lagrangian with FSRL's off-policy trainer (fsrl.config.sacl_cfg's settings, one
+  update per step): for tasks where PPO-Lagrangian needs millions of steps (AntCircle, MetaDrive).
 
 ::
 
@@ -277,13 +277,14 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
     buffer = (torch.load(buffer_path, weights_only=False) if state and off_policy
               else VectorReplayBuffer(100_000, envs))  # sacl_cfg's buffer size
     collector = FastCollector(agent.policy, train_envs, buffer, exploration_noise=True)
-    # fsrl.config's batch size, update repeats (ppol) and updates per step (sacl); no test collector: every
-    # epoch is kept anyway
+    # fsrl.config's batch size and update repeats (ppol); sacl makes one update per environment step, as in
+    # SAC's paper (sacl_cfg's 0.2, with its 10 parallel envs, left AntCircle's agent falling over at 155k
+    # steps); no test collector: every epoch is kept anyway
     shared = dict(policy=agent.policy, train_collector=collector, max_epoch=config.epochs, batch_size=256,
                   cost_limit=cost_limit, step_per_epoch=config.epoch_steps, episode_per_test=1,  # read by train_step
                   episode_per_collect=config.episode_per_collect, logger=agent.logger, verbose=False,
                   show_progress=False)
-    trainer = OffpolicyTrainer(**shared, update_per_step=0.2) if off_policy else OnpolicyTrainer(**shared,
+    trainer = OffpolicyTrainer(**shared, update_per_step=1.0) if off_policy else OnpolicyTrainer(**shared,
                                                                                                   repeat_per_collect=4)
     trainer.start_epoch = done_epochs
     try:
