@@ -333,4 +333,7 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
             car.agent_algorithm) == (42, [1.0, 2.0], [200_000], 20, "ppol")
     assert parsed("--task", "OfflineBallRun-v0").episodes == 600
     assert parsed("--task", "OfflineDroneCircle-v0").agent_steps == [1_420_000, 1_780_000]  # one per agent
+    metadrive = parsed("--task", "OfflineMetadrive-easysparse-v0")
+    assert (metadrive.agent_algorithm, metadrive.agent_steps) == ("sacl", [50_000, 60_000])
+    assert parsed("--task", "OfflineMetadrive-easysparse-v0", "--agent_algorithm", "ppol").agent_algorithm == "ppol"
     assert parsed("--task", "OfflineDroneCircle-v0", "--agent_steps", "5").agent_steps == [5]
