@@ -8,7 +8,7 @@ agent, collector and trainer, and keeps its checkpoints in a cache directory. Tw
   the environment steps per second of SAC-Lagrangian on one core and kept its episode cost near the
   limit from the first 20k steps on, while SAC-Lagrangian's stayed at about 91 of 100 steps for 25k.
 - ``sacl``, SAC-Lagrangian with FSRL's off-policy trainer (fsrl.config.sacl_cfg's settings, one
-  update per step): for tasks where PPO-Lagrangian needs millions of steps (AntCircle, MetaDrive).
+  update per step): for tasks PPO-Lagrangian learns too slowly (MetaDrive drove within 20k steps).
 
 ::
 
