@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
+from lspc.behaviour import ALGORITHMS  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="checkpoints to roll out (default: five spread over training, the last included)")
     parser.add_argument("--episodes", type=int, default=3)
-    parser.add_argument("--agent_algorithm", choices=("ppol", "sacl"), default=None,
+    parser.add_argument("--agent_algorithm", choices=tuple(ALGORITHMS), default=None,
                         help="default: the task's TASK_COLLECTION entry, else ppol")
     parser.add_argument("--agent_seed", type=int, default=0)
     parser.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")

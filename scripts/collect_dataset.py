@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import COLLECTION_DEFAULTS, collection_setting  # noqa: E402
+from lspc.behaviour import ALGORITHMS, COLLECTION_DEFAULTS, collection_setting  # noqa: E402
 from lspc.collect import CONTROLLERS, collect, default_cost_cap, write_dsrl_hdf5  # noqa: E402
 from lspc.dataset_card import write_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="simulator processes (fsrl: also agents trained at once)")
     fsrl = parser.add_argument_group("fsrl behaviour")
-    fsrl.add_argument("--agent_algorithm", choices=("ppol", "sacl"), default=None,
+    fsrl.add_argument("--agent_algorithm", choices=tuple(ALGORITHMS), default=None,
                       help="FSRL agent: PPO-Lagrangian or SAC-Lagrangian (default: ppol, or the task's "
                            "TASK_COLLECTION entry)")
     fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
