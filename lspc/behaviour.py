@@ -236,6 +236,14 @@ def _optimisers(policy) -> Dict[str, torch.optim.Optimizer]:
     return {"policy": policy.optim}
 
 
+def _training_state(policy) -> dict:
+    """What a resumed run needs besides the weights: the optimisers and, for SAC, the entropy temperature."""
+    state = {"optimisers": {name: optimiser.state_dict() for name, optimiser in _optimisers(policy).items()}}
+    if getattr(policy, "_is_auto_alpha", False):  # a plain tensor of the policy, outside its state_dict
+        state["log_alpha"] = policy._log_alpha.detach().clone()
+    return state
+
+
 def _restore(policy, state: dict) -> None:
     """Put a resume file's weights, optimisers and, for SAC, entropy temperature back into ``policy``."""
     policy.load_state_dict(state["policy"])
@@ -243,9 +251,11 @@ def _restore(policy, state: dict) -> None:
     # put the PID Lagrange multipliers back by hand
     for lag_optim, saved in zip(policy.lag_optims, state["policy"].get("_extra_state") or []):
         lag_optim.load_state_dict(saved)
+    # resume files of PPO-Lagrangian agents written before SAC-Lagrangian came hold one "optim"
+    saved = state["optimisers"] if "optimisers" in state else {"policy": state["optim"]}
     for name, optimiser in _optimisers(policy).items():
-        optimiser.load_state_dict(state["optimisers"][name])
-    if "log_alpha" in state:  # a plain tensor of the policy, outside its state_dict
+        optimiser.load_state_dict(saved[name])
+    if "log_alpha" in state:
         with torch.no_grad():
             policy._log_alpha.copy_(state["log_alpha"])
         policy._alpha = policy._log_alpha.detach().exp()
@@ -297,12 +307,9 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
                        "train_reward": float(stats["train/reward"]), "train_cost": float(stats["train/cost"])}
             # the epoch file first: resume.pt never points past what is on disk
             _save_torch(epoch_file(directory, epoch), weights)
-            resume = {**weights, "optimisers": {k: o.state_dict() for k, o in _optimisers(agent.policy).items()}}
             if off_policy:
                 _save_torch(buffer_path, collector.buffer)
-                if agent.policy._is_auto_alpha:
-                    resume["log_alpha"] = agent.policy._log_alpha.detach().clone()
-            _save_torch(os.path.join(directory, "resume.pt"), resume)
+            _save_torch(os.path.join(directory, "resume.pt"), {**weights, **_training_state(agent.policy)})
             log(f"{task} cost limit {cost_limit:g}: epoch {epoch}/{config.epochs}, {env_step} steps, "
                 f"episode reward {weights['train_reward']:.1f}, cost {weights['train_cost']:.1f}")
     finally:

@@ -74,6 +74,20 @@ def test_a_larger_budget_resumes_from_the_last_epoch(agent, tmp_path):
     assert resumed.training_seconds > agent.training_seconds  # accumulated over both runs
 
 
+def test_a_resume_file_of_the_earlier_format_still_resumes(agent, tmp_path):
+    import torch
+
+    from lspc.behaviour import _make_agent, _restore
+
+    state = load_agent_file(os.path.join(agent.directory, "resume.pt"))
+    old = {k: v for k, v in state.items() if k != "optimisers"} | {"optim": state["optimisers"]["policy"]}
+    policy = _make_agent(make_env(TASK), 10.0, TINY, seed=1).policy
+    _restore(policy, old)
+    restored = policy.optim.state_dict()["state"]
+    assert restored and all(torch.equal(restored[k]["exp_avg"], v["exp_avg"])
+                            for k, v in old["optim"]["state"].items())
+
+
 SAC = dataclasses.replace(TINY, algorithm="sacl", episode_per_collect=2)
 
 
