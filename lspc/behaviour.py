@@ -57,7 +57,7 @@ _INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them wit
 # episodes per policy update, so that the short budgets still make many updates; two agents (one
 # below the lowest threshold, one far above the highest) with their checkpoints span the cost range.
 COLLECTION_DEFAULTS = {"agent_algorithm": "ppol", "episodes": 600, "agent_steps": 200_000, "agent_epoch_steps": 10_000,
-                       "agent_episodes_per_collect": 20, "agent_batch_size": 256, "cost_limits": None}
+                       "agent_episodes_per_collect": 20, "cost_limits": None}
 TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     "OfflineCarCircle1Gymnasium-v0": {"episodes": 400, "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
     # PPO-Lagrangian learned to speed up but not to steer in 351k steps; the mean action of SAC-Lagrangian's
@@ -94,7 +94,6 @@ class AgentConfig:
     steps: int = 200_000  # environment steps of training
     epoch_steps: int = 10_000  # steps per epoch: one checkpoint each
     episode_per_collect: int = 20  # episodes per policy update
-    batch_size: int = 256  # samples per gradient step (fsrl.config's); SAC's update cost grows with it
     hidden_sizes: Tuple[int, ...] = (128, 128)
     seed: int = 0
 
@@ -195,9 +194,9 @@ def _identity(task: str, cost_limit: float, config: AgentConfig) -> Dict[str, ob
 def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: str = DEFAULT_CACHE,
                 log: Callable[[str], None] = print) -> TrainedAgent:
     """Train (or reuse, or resume) the agent of ``task`` at ``cost_limit``; see the module docstring."""
-    if min(config.steps, config.epoch_steps, config.episode_per_collect, config.batch_size) <= 0:
-        raise LSPCError("agent steps, epoch steps, episodes per collect and batch size must be positive, got "
-                        f"{config.steps}, {config.epoch_steps}, {config.episode_per_collect} and {config.batch_size}")
+    if config.steps <= 0 or config.epoch_steps <= 0 or config.episode_per_collect <= 0:
+        raise LSPCError("agent steps, epoch steps and episodes per collect must be positive, got "
+                        f"{config.steps}, {config.epoch_steps} and {config.episode_per_collect}")
     if cost_limit < 0:
         raise LSPCError(f"cost limits must be non-negative, got {cost_limit:g}")
     if config.algorithm not in ALGORITHMS:
@@ -208,10 +207,8 @@ def train_agent(task: str, cost_limit: float, config: AgentConfig, cache_dir: st
     if os.path.exists(identity_path):
         with open(identity_path) as f:
             saved = json.load(f)
-        # a setting added after the agent was cached (batch_size) holds its default there
-        defaults = json.loads(json.dumps(asdict(AgentConfig())))
-        differ = sorted(k for k in identity if saved.get(k, defaults.get(k)) != identity[k])
-        if differ:
+        if saved != identity:
+            differ = sorted(k for k in identity if saved.get(k) != identity[k])
             raise LSPCError(f"{directory} holds an agent trained with other settings ({', '.join(differ)}); "
                             "remove it or pass the same ones")
     else:
@@ -295,7 +292,7 @@ def _train(task: str, cost_limit: float, config: AgentConfig, directory: str, st
     # fsrl.config's batch size and update repeats (ppol); sacl makes one update per environment step, as in
     # SAC's paper (sacl_cfg's 0.2, with its 10 parallel envs, left AntCircle's agent falling over at 155k
     # steps); no test collector: every epoch is kept anyway
-    shared = dict(policy=agent.policy, train_collector=collector, max_epoch=config.epochs, batch_size=config.batch_size,
+    shared = dict(policy=agent.policy, train_collector=collector, max_epoch=config.epochs, batch_size=256,
                   cost_limit=cost_limit, step_per_epoch=config.epoch_steps, episode_per_test=1,  # read by train_step
                   episode_per_collect=config.episode_per_collect, logger=agent.logger, verbose=False,
                   show_progress=False)

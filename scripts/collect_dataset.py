@@ -66,8 +66,6 @@ def parse_args() -> argparse.Namespace:
                       help="training steps per checkpoint (default: 10000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_episodes_per_collect", type=int, default=None,
                       help="episodes per policy update (default: 20, or the task's TASK_COLLECTION entry)")
-    fsrl.add_argument("--agent_batch_size", type=int, default=None,
-                      help="samples per gradient step (default: 256, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128])
     fsrl.add_argument("--agent_seed", type=int, default=0)
     fsrl.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
@@ -102,7 +100,7 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
     from lspc import behaviour
 
     # checked before any training, which can take hours
-    for name in ("episodes", "agent_epoch_steps", "agent_episodes_per_collect", "agent_batch_size", "max_per_bin", "cost_bins",
+    for name in ("episodes", "agent_epoch_steps", "agent_episodes_per_collect", "max_per_bin", "cost_bins",
                  "reward_bins", "chunk"):
         if getattr(args, name) <= 0:
             raise LSPCError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -117,7 +115,7 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
                         f"({len(limits)}: {' '.join(f'{c:g}' for c in limits)}), got {given}")
     behaviour.import_fsrl()
     config = behaviour.AgentConfig(algorithm=args.agent_algorithm, epoch_steps=args.agent_epoch_steps,
-                                   episode_per_collect=args.agent_episodes_per_collect, batch_size=args.agent_batch_size,
+                                   episode_per_collect=args.agent_episodes_per_collect,
                                    hidden_sizes=tuple(args.agent_hidden_sizes), seed=args.agent_seed)
     configs = [dataclasses.replace(config, steps=n) for n in steps]
     train = functools.partial(behaviour.train_agent, args.task, cache_dir=args.agent_cache or behaviour.DEFAULT_CACHE)

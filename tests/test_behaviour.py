@@ -130,17 +130,6 @@ def test_other_settings_in_the_same_cache_are_refused(agent, cache):
         train_agent(TASK, 10.0, dataclasses.replace(TINY, hidden_sizes=(16,)), cache)
 
 
-def test_an_agent_cached_before_batch_size_was_a_setting_is_reused_at_the_default(agent, tmp_path):
-    directory = tmp_path / TASK / os.path.basename(agent.directory)
-    shutil.copytree(agent.directory, directory)
-    identity = json.loads((directory / "agent.json").read_text())
-    assert identity.pop("batch_size") == 256
-    (directory / "agent.json").write_text(json.dumps(identity))
-    assert train_agent(TASK, 10.0, TINY, str(tmp_path), log=lambda _: None).trained_steps == 0
-    with pytest.raises(LSPCError, match=r"other settings \(batch_size\)"):
-        train_agent(TASK, 10.0, dataclasses.replace(TINY, batch_size=64), str(tmp_path))
-
-
 def test_layout_dtypes_and_provenance(collected):
     data, path = collected
     n = len(data["observations"])
@@ -352,8 +341,6 @@ def test_collection_settings_default_per_task_and_a_given_flag_wins(monkeypatch)
     # the generic default's value given on the command line still beats the task's entry
     cheetah = parsed("--task", "OfflineHalfCheetahVelocityGymnasium-v1", "--agent_steps", "200000")
     assert (cheetah.agent_steps, cheetah.agent_epoch_steps, cheetah.agent_episodes_per_collect) == ([200_000], 50_000, 4)
-    assert cheetah.agent_batch_size == 256 and parsed("--task", "OfflineCarRun-v0", "--agent_batch_size", "64"
-                                                       ).agent_batch_size == 64
     assert cheetah.cost_limits == (10, 160) and cheetah.episodes == 500
     car = parsed("--task", "OfflineCarRun-v0", "--episodes", "42", "--cost_limits", "1", "2")  # no entry
     assert (car.episodes, car.cost_limits, car.agent_steps, car.agent_episodes_per_collect,
