@@ -88,7 +88,8 @@ def test_a_resume_file_of_the_earlier_format_still_resumes(agent, tmp_path):
                             for k, v in old["optim"]["state"].items())
 
 
-SAC = dataclasses.replace(TINY, algorithm="sacl", episode_per_collect=2)
+# two epochs of 500 steps: one SAC update per environment step makes its steps the dearest of the tests
+SAC = dataclasses.replace(TINY, algorithm="sacl", steps=1000, epoch_steps=500, episode_per_collect=2)
 
 
 def test_a_sac_lagrangian_agent_resumes_with_its_optimisers_temperature_and_replay_buffer(tmp_path):
@@ -96,7 +97,7 @@ def test_a_sac_lagrangian_agent_resumes_with_its_optimisers_temperature_and_repl
 
     from lspc.behaviour import _make_agent, _optimisers, _restore
 
-    first = train_agent(TASK, 10.0, dataclasses.replace(SAC, steps=1000), str(tmp_path), log=lambda _: None)
+    first = train_agent(TASK, 10.0, dataclasses.replace(SAC, steps=500), str(tmp_path), log=lambda _: None)
     assert os.path.basename(first.directory) == "sacl-cost10-seed0" and len(first.checkpoints) == 1
     state = load_agent_file(os.path.join(first.directory, "resume.pt"))
     buffer = torch.load(os.path.join(first.directory, "buffer.pt"), weights_only=False)
