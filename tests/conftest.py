@@ -2,12 +2,15 @@ import os
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tiny networks: one thread runs them fastest, and two threads per process on a busy 2-core machine
+# (make test's two workers, or a job beside it) ran a 1,000-update SAC test 20x slower. Set before
+# torch is imported, so this process and every script a test starts get one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
 
@@ -53,16 +56,6 @@ def tiny_args(dataset: str, logdir, **overrides) -> list:
                  wandb_mode="disabled", device="cpu")
     flags.update(overrides)
     return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny networks: one thread runs them fastest, and two on a busy 2-core machine many times slower.
-    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

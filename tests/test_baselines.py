@@ -80,9 +80,6 @@ def episode_costs(data):
     return [(s, e + 1, float(data["costs"][s:e + 1].sum())) for s, e in zip(starts, ends)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def runs(ballrun_file, tmp_path_factory):
     """Every algorithm trained once at cost limit 10: algo -> (run_dir, argv, stdout)."""

@@ -29,9 +29,6 @@ needs_metadrive = pytest.mark.skipif(importlib.util.find_spec("metadrive") is No
                                      reason="MetaDrive is not installed (make install-suites)")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 # ---------------------------------------------------------------------------------------------
 # Converse LSPC-O
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +240,6 @@ def test_study_refuses_bad_values_in_one_line(tmp_path, capsys):
         study.main(["--study", "xi", "--task", "OfflineBallRun-v0", "--values", "1.5", "--logdir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --values for the xi study: iql_tau (the expectile) must be in (0, 1), got 1.5\n"
-
 
 
 def test_study_figures_from_finished_runs(tmp_path, capsys, monkeypatch):

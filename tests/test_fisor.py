@@ -17,9 +17,6 @@ SMALL = {"c_hidden_sizes": [32, 32], "actor_hidden_dim": 16, "time_dim": 8, "tim
          "critic_batch_size": 16, "num_candidates": 4}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def env(ballrun_env):
     return ballrun_env

@@ -15,9 +15,6 @@ TASK = "OfflineBallRun-v0"
 K = 0.7
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def env(ballrun_env):
     return ballrun_env
