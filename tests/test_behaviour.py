@@ -213,7 +213,7 @@ def test_the_script_reuses_the_cached_agent_and_writes_the_card(agent, cache, tm
                           "--out", str(out), "--agent_cache", cache, *TINY_FLAGS],
                          # this run only rolls out: numba's compile of FSRL's return computations (~10 s) is not needed
                          capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_DISABLE_JIT": "1"})
+                         env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
     assert run.returncode == 0, run.stderr
     assert _mtimes(agent.directory) == before and "epoch" not in run.stdout  # nothing trained
     card = json.loads((tmp_path / "ballrun-fsrl.card.json").read_text())
@@ -240,7 +240,7 @@ def test_the_script_gives_each_agent_its_own_step_budget(agent, tmp_path):
                                "--behaviour", "fsrl", "--episodes", "4", "--workers", "1", "--out",
                                str(tmp_path / "d.hdf5"), "--agent_cache", str(cache), *flags, "--cost_limits", "10",
                                "20", *more], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_DISABLE_JIT": "1"})
+                              env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
 
     wrong = run("--agent_steps", "1000", "2000", "3000")
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (

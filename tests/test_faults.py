@@ -4,7 +4,6 @@ import errno
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from test_baselines import flags as baseline_flags
 from test_training import assert_same_state, run_dir_of
 
 BASELINE_SCRIPT = os.path.join(ROOT, "scripts", "train_baseline.py")
-ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true")
 
 
 def without_timing(rows):
@@ -32,7 +30,7 @@ def without_timing(rows):
 def start(cmd):
     """A training script in the background; returns once it has printed its run directory (training
     starts right after), or when it has ended."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.startswith("run_dir: "):
             break
@@ -101,7 +99,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_afresh(ballrun_file
     assert not os.path.exists(os.path.join(run_dir, "checkpoint", "model.pt"))
     short = tiny_args(ballrun_file, tmp_path, max_timesteps=20)
     for argv in (short, ["--resume", run_dir, "--max_timesteps", "20"]):  # the original command, or --resume
-        result = subprocess.run([sys.executable, "train_lspc_iql.py", *argv], cwd=ROOT, env=ENV, capture_output=True,
+        result = subprocess.run([sys.executable, "train_lspc_iql.py", *argv], cwd=ROOT, capture_output=True,
                                 text=True, timeout=300)
         if argv is short:
             assert result.returncode == 0, result.stderr
@@ -124,7 +122,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(ballrun_file, tmp
         assert first.poll() is None
         time.sleep(0.1)
     for argv in (args, ["--resume", run_dir]):
-        second = subprocess.run([sys.executable, "train_lspc_iql.py", *argv], cwd=ROOT, env=ENV, capture_output=True,
+        second = subprocess.run([sys.executable, "train_lspc_iql.py", *argv], cwd=ROOT, capture_output=True,
                                 text=True, timeout=120)
         assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
         assert second.stderr == (f"error: {run_dir} is being trained by process {first.pid}; wait for it to end or "
