@@ -72,6 +72,10 @@ TASK_COLLECTION: Dict[str, Dict[str, object]] = {
     "OfflineAntRun-v0": {"agent_steps": 440_000, "agent_episodes_per_collect": 10, "cost_limits": (80,)},
     "OfflinePointGoal1Gymnasium-v0": {"episodes": 350, "agent_steps": 300_000, "agent_episodes_per_collect": 4,
                                       "cost_limits": (10, 160)},
+    # PPO-Lagrangian's agent stood still through 240k steps; SAC-Lagrangian's circles from about 200k on,
+    # at episode cost 100 to 200, and one cost-400 agent spans the range (its early checkpoints stand or fall)
+    "OfflineAntCircle-v0": {"agent_algorithm": "sacl", "episodes": 1000, "agent_steps": 290_000,
+                            "agent_episodes_per_collect": 2, "cost_limits": (400,)},
     "OfflineHalfCheetahVelocityGymnasium-v1": {"episodes": 500, "agent_steps": 1_000_000, "agent_epoch_steps": 50_000,
                                                "agent_episodes_per_collect": 4, "cost_limits": (10, 160)},
 }

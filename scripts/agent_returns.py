@@ -5,8 +5,10 @@
 
 One row per checkpoint: its training steps, the mean reward and cost of the training episodes of its
 epoch (sampled actions), and the mean reward, cost and length of --episodes episodes of its mean
-action from start seeds 0, 1, ... (the same for every checkpoint). Use it to choose an agent's step
-budget before a collection (collect_dataset.py --agent_steps).
+action from start seeds 0, 1, ... (the same for every checkpoint), and the best of those episodes
+with its cost: an agent that sometimes falls has a low mean but episodes near its best, and the
+collection's top rewards come from those. Use it to choose an agent's step budget before a
+collection (collect_dataset.py --agent_steps).
 """
 from __future__ import annotations
 
@@ -64,14 +66,15 @@ def main(argv=None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"{args.task}, cost limit {args.cost_limit:g}: {args.episodes} noise-free episodes per checkpoint\n")
-    print("| epoch | steps | training reward | training cost | reward | cost | length |")
-    print("|---|---|---|---|---|---|---|")
+    print("| epoch | steps | training reward | training cost | reward | cost | length | best reward | its cost |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for epoch in epochs:
         saved = behaviour.load_agent_file(behaviour.epoch_file(directory, epoch))
         returns = np.array(behaviour.checkpoint_returns(args.task, saved["policy"], config, range(args.episodes)))
         reward, cost, length = returns.mean(axis=0)
+        best_reward, best_cost, _ = returns[returns[:, 0].argmax()]
         print(f"| {epoch} | {saved['env_step']} | {saved['train_reward']:.1f} | {saved['train_cost']:.1f} | "
-              f"{reward:.1f} | {cost:.1f} | {length:.0f} |", flush=True)
+              f"{reward:.1f} | {cost:.1f} | {length:.0f} | {best_reward:.1f} | {best_cost:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,8 @@ def test_agent_returns_rolls_out_each_checkpoints_mean_action(agent, cache, caps
     assert checkpoint_returns(TASK, weights, TINY, range(2)) == returns  # no noise
     assert [length for _, _, length in returns] == [100, 100]
     assert float(rows[1][4]) == pytest.approx(np.mean([r for r, _, _ in returns]), abs=0.05)
+    best = max(returns)  # the episode of the highest reward, and its cost
+    assert [float(v) for v in rows[1][7:9]] == pytest.approx(best[:2], abs=0.05)
     assert int(rows[1][1]) == agent.env_steps[1]
     for flags, message in ((["--cost_limit", "99"], "no trained agent in"),
                            (["--cost_limit", "10", "--epochs", "7"], "has no checkpoint of epoch 7 (it has epochs 1 to 2)")):
