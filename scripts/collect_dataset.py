@@ -17,7 +17,6 @@ saved in chunks beside the output (data.chunks/), so an interrupted collection c
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
 from lspc.behaviour import ALGORITHMS, COLLECTION_DEFAULTS, collection_setting  # noqa: E402
-from lspc.collect import CONTROLLERS, collect, default_cost_cap, write_dsrl_hdf5  # noqa: E402
+from lspc.collect import CONTROLLERS, collect, default_cost_cap, process_pool, write_dsrl_hdf5  # noqa: E402
 from lspc.dataset_card import write_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
@@ -121,7 +120,7 @@ def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
     train = functools.partial(behaviour.train_agent, args.task, cache_dir=args.agent_cache or behaviour.DEFAULT_CACHE)
     start = time.perf_counter()
     if args.workers > 1 and len(limits) > 1:
-        with concurrent.futures.ProcessPoolExecutor(min(args.workers, len(limits))) as pool:
+        with process_pool(min(args.workers, len(limits))) as pool:
             agents = list(pool.map(train, limits, configs))
     else:
         agents = list(map(train, limits, configs))

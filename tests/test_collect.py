@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lspc import LSPCError
-from lspc.collect import CONTROLLERS, collect, default_cost_cap, episode_returns, write_dsrl_hdf5
+from lspc.collect import (CONTROLLERS, collect, default_cost_cap, episode_returns, process_pool, threads_per_worker,
+                          write_dsrl_hdf5)
 from lspc.dataset_card import write_card
 from lspc.data import DSRL_KEYS
 from lspc.envs import make_env, reset_seeded
@@ -48,6 +49,17 @@ def test_reproducible_and_independent_of_worker_count():
     for key in DSRL_KEYS:
         assert np.array_equal(one[key], two[key]), key
     assert not np.array_equal(one["actions"], other["actions"])
+
+
+def test_worker_processes_share_the_cores():
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    assert [threads_per_worker(w) for w in (1, cores, 4 * cores)] == [cores, 1, 1]
+    # conftest sets OMP_NUM_THREADS=1, so one worker reporting every core shows the setting reached it
+    for workers in (1, 2):
+        with process_pool(workers) as pool:
+            assert pool.submit(torch.get_num_threads).result() == max(1, cores // workers)
 
 
 @pytest.mark.parametrize("task", ["OfflineBallRun-v0", "OfflineCarRun-v0"])
