@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import tqdm
 
-from lspc import LSPCError
+from lspc import LSPCError, available_cores
 from lspc.checkpoint import atomic_write_bytes
 from lspc.data import DSRL_KEYS
 from lspc.envs import cost_limits, dsrl_reference, make_env, reset_seeded
@@ -39,7 +39,7 @@ ControllerFactory = Callable[[np.random.Generator, int], Controller]  # (rng, ep
 
 def threads_per_worker(workers: int) -> int:
     """Torch threads for each of ``workers`` processes so that together they use each core once."""
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    return max(1, available_cores() // workers)
 
 
 def _set_torch_threads(threads: int) -> None:

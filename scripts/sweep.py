@@ -52,7 +52,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import make_table  # noqa: E402
-from lspc import LSPCError  # noqa: E402
+from lspc import LSPCError, available_cores  # noqa: E402
 from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
 from lspc.envs import SUITES, check_task, cost_limits  # noqa: E402
 
@@ -355,8 +355,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.threads_per_job is None:  # a Slurm job's threads use the cores it asked for
         args.threads_per_job = args.slurm_cpus_per_job if args.executor == "slurm" and args.slurm_cpus_per_job else 1
     if args.jobs is None and args.executor == "local":  # (Slurm: the whole array at once, set in main)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        args.jobs = max(1, cores // args.threads_per_job)
+        args.jobs = max(1, available_cores() // args.threads_per_job)
 
 
 def write_table(logdir: str) -> bool:

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lspc import LSPCError
+from lspc import LSPCError, available_cores
 from lspc.collect import (CONTROLLERS, collect, default_cost_cap, episode_returns, process_pool, threads_per_worker,
                           write_dsrl_hdf5)
 from lspc.dataset_card import write_card
@@ -54,7 +54,7 @@ def test_reproducible_and_independent_of_worker_count():
 def test_worker_processes_share_the_cores():
     import torch
 
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     assert [threads_per_worker(w) for w in (1, cores, 4 * cores)] == [cores, 1, 1]
     # conftest sets OMP_NUM_THREADS=1, so one worker reporting every core shows the setting reached it
     for workers in (1, 2):
