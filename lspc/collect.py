@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import gymnasium as gym
 import h5py
 import numpy as np
+import torch
 import tqdm
 
 from lspc import LSPCError, available_cores
@@ -42,16 +43,10 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
-def _set_torch_threads(threads: int) -> None:
-    import torch  # the controllers' collection itself does not need torch
-
-    torch.set_num_threads(threads)
-
-
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """Worker processes that share the cores. Torch's default, a thread per core in every process,
     oversubscribes them: two FSRL agents training side by side on 2 cores ran 8x slower."""
-    return concurrent.futures.ProcessPoolExecutor(workers, initializer=_set_torch_threads,
+    return concurrent.futures.ProcessPoolExecutor(workers, initializer=torch.set_num_threads,
                                                   initargs=(threads_per_worker(workers),))
 
 
