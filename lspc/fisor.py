@@ -6,7 +6,8 @@ the order of the paper:
      where the step has a cost, else -1; Q_h backs up the discounted worst future h, and V_h is
      a *low* expectile of Q_h over the data's actions (a reversed expectile loss), so
      V_h(s) ~ min_a Q_h(s, a). The largest feasible region is {s : V_h(s) <= 0}.
-  2. Reward. IQL critics (expectile 0.9) on rewards normalized by the data's episode returns.
+  2. Reward. IQL critics (expectile 0.9) on rewards normalized by the task's reference range of
+     episode returns (dsrl's, as the authors' code does).
   3. Policy. The optimal policy of the feasibility-dependent objective (maximize reward inside
      the feasible region, minimize V_h outside it) is behaviour cloning with per-sample weights;
      it is extracted with a weighted DDPM (noise prediction with an LN-ResNet). At test time
@@ -17,10 +18,11 @@ lspc/baselines.py) ``default_hparams``, ``default_schedule``, ``make_sampler`` a
 
 The facts follow the authors' JAX code (ZhengYinan-AIR/FISOR: jaxrl5/agents/fisor/fisor.py,
 configs/train_config.py; MetaDrive's weight clip from branch metadrive_imitation). Differences:
-  - Rewards are scaled by episode_len / (max - min episode return of the training data). The
-    JAX code divides by dsrl's reference max - min episode return of the task (``env.max_episode_reward``
-    - ``env.min_episode_reward``) and multiplies by the env's time limit; we take the data's own
-    range, so data thinned or collected by other means is scaled by its own returns.
+  - Rewards are scaled by episode_len / (max - min episode return), the range being dsrl's reference
+    one of the task (``dsrl.infos.MAX_EPISODE_REWARD`` - ``MIN_EPISODE_REWARD``, the JAX code's
+    ``env.max_episode_reward - env.min_episode_reward``, times the env's time limit, as in its
+    launcher/examples/train_offline.py). Where dsrl has no range for the task the data's own episode
+    returns give it instead, and the run's log says so.
   - Denoising steps and dataset actions are clipped to the env's action box; the JAX code
     rescales every env to [-1, 1] and clips there (and clips data actions to 1 - 1e-5).
   - All training noise (diffusion times, noise, dropout) comes from one torch.Generator kept in
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 
 from lspc import LSPCError
 from lspc.data import TransitionBuffer, trajectory_bounds
-from lspc.envs import check_task
+from lspc.envs import check_task, dsrl_infos, dsrl_key
 from lspc.evaluation import BatchPolicy
 from lspc.losses import expectile_loss  # on diff = Q - V: V tracks an upper expectile of Q
 
@@ -278,20 +280,44 @@ def reversed_expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 # 2. Reward critics (IQL) and FISOR's reward normalization
 # ---------------------------------------------------------------------------------------------
-def reward_scale(data: Dict[str, np.ndarray], episode_len: int) -> float:
-    """episode_len / (max - min episode return): the rewards' scale FISOR trains on."""
+def reference_reward_range(task: str) -> Optional[float]:
+    """dsrl's reference max - min episode return of ``task`` (``dsrl.infos``), or None where dsrl has
+    no positive range for it."""
+    infos, key = dsrl_infos(), dsrl_key(task)
+    if key not in infos.MAX_EPISODE_REWARD or key not in infos.MIN_EPISODE_REWARD:
+        return None
+    spread = float(infos.MAX_EPISODE_REWARD[key]) - float(infos.MIN_EPISODE_REWARD[key])
+    return spread if spread > 0 else None
+
+
+def data_reward_range(data: Dict[str, np.ndarray]) -> float:
+    """max - min episode return of the data's trajectories."""
     returns = [float(np.sum(data["rewards"][start:end])) for start, end in trajectory_bounds(data)]
     spread = max(returns) - min(returns)
     if not spread > 0:
-        raise LSPCError(f"fisor normalizes rewards by the spread of the data's episode returns, but all "
-                        f"{len(returns)} trajectories return {returns[0]:g}")
+        raise LSPCError(f"fisor normalizes rewards by the spread of the episode returns (dsrl has no reference "
+                        f"range for this task), but all {len(returns)} trajectories return {returns[0]:g}")
+    return spread
+
+
+def reward_scale(task: str, data: Dict[str, np.ndarray], episode_len: int) -> float:
+    """episode_len / (max - min episode return): the rewards' scale FISOR trains on. The range is dsrl's
+    reference one of the task, as in the authors' code; the data's own where dsrl has none. Prints which."""
+    spread = reference_reward_range(task)
+    if spread is not None:
+        print(f"data: fisor scales rewards by episode_len {episode_len} / {spread:g}, dsrl's reference range of "
+              f"episode returns for {task}", flush=True)
+    else:
+        spread = data_reward_range(data)
+        print(f"data: fisor scales rewards by episode_len {episode_len} / {spread:g}, the data's range of episode "
+              f"returns: dsrl has no reference range for {task}", flush=True)
     return episode_len / spread
 
 
 def make_sampler(cfg: Any, data: Dict[str, np.ndarray], device: torch.device) -> TransitionBuffer:
     """``data`` on the device with FISOR's reward scale, sampled with a generator seeded by ``cfg.seed``;
     dones are terminals or timeouts. Costs stay raw: ``train`` turns them into h."""
-    return TransitionBuffer(data, device, cfg.seed, reward_scale=reward_scale(data, cfg.episode_len))
+    return TransitionBuffer(data, device, cfg.seed, reward_scale=reward_scale(cfg.task, data, cfg.episode_len))
 
 
 # ---------------------------------------------------------------------------------------------

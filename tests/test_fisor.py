@@ -201,7 +201,8 @@ def test_actor_learning_rate_decays_like_optax_cosine(env):
         assert agent._actor_lr() == pytest.approx(lr, abs=1e-12)
 
 
-def test_make_sampler_normalizes_rewards_by_the_spread_of_episode_returns(env):
+def test_make_sampler_normalizes_rewards_by_the_spread_of_episode_returns(env, monkeypatch):
+    monkeypatch.setattr(fisor, "reference_reward_range", lambda task: None)  # dsrl's range: test_reference_fisor.py
     data = synthetic_data(env, episodes=3, length=4)
     data["rewards"] = np.array([1, 2, 0, 0, 0, 1, 0, 0, 0.5, 0.5, 0.5, 0.5], dtype=np.float32)  # returns 3, 1, 2
     sampler = fisor.make_sampler(make_cfg(batch_size=8), data, torch.device("cpu"))

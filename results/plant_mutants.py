@@ -1,0 +1,109 @@
+"""Plant one-line wiring errors into a method's file, one at a time, in a scratch copy of the
+repository, and run the method's tests against each: a mutant is caught when a test fails.
+
+    .venv/bin/python results/plant_mutants.py [fisor|trac|lspc ...]
+
+The working tree is never modified (the copy lives in a temporary directory). Each mutant is
+(file, exact text, replacement, description); the text must occur exactly once. For every mutant
+the method's older test file and its reference test are run separately, so the table shows
+what the reference test adds. The summary is printed as a Markdown table.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+Mutant = Tuple[str, str, str, str]
+
+FISOR = "lspc/fisor.py"
+TRAC = "lspc/trac.py"
+LSPC = "train_lspc_iql.py"
+MUTANTS: Dict[str, List[Mutant]] = {
+    "fisor": [
+        (FISOR, "qh = self.reach_q_target(states, actions).max(dim=0)", "qh = self.reach_q_target(states, actions).min(dim=0)",
+         "weights: min instead of max over the reachability heads"),
+        (FISOR, "reach_value_loss = reversed_expectile_loss(", "reach_value_loss = expectile_loss(",
+         "V_h: the plain expectile where the reversed one belongs"),
+        (FISOR, "ddpm_sample(self.actor_ema,", "ddpm_sample(self.actor,", "acting with the online denoiser, not the EMA one"),
+        (FISOR, "x = x + beta.sqrt() * torch.randn(", "x = x + 0.5 * beta.sqrt() * torch.randn(",
+         "sampler noise scaled (temperature 0.5)"),
+        (FISOR, "qh = self.reach_q_target(states, actions)", "qh = self.reach_q(states, actions)",
+         "weights from the online reachability critic"),
+        (FISOR, "q = self.q_target(states, actions)", "q = self.q(states, actions)", "weights (and V's target) from the online reward critic"),
+        (FISOR, 'self.value(s), h["reward_expectile"])', 'self.value(s), h["reach_expectile"])',
+         "reward V trained with the reachability expectile"),
+        (FISOR, 'q_td = rewards + h["gamma"] * (1.0 - dones) * self.value(s_next)',
+         'q_td = rewards + h["gamma"] * self.value(s_next)', "done mask dropped from the Q target"),
+        (FISOR, 'soft_update([self.actor_ema], [self.actor], self.hparams["ema_rate"])',
+         'soft_update([self.actor_ema], [self.actor], self.hparams["tau"])', "EMA at the critics' rate tau"),
+        (FISOR, "s, a, s_next = states[:m], actions[:m], next_states[:m]",
+         "s, a, s_next = states[-m:], actions[-m:], next_states[-m:]",
+         "critics' states and actions from the other end of the batch (rewards, costs, dones from the first rows)"),
+        (FISOR, "return torch.where(dones > 0, h, backup)", "return backup",
+         "terminal case of the reachability target dropped"),
+        (FISOR, "best = qh.argmin(dim=1)", "best = qh.argmax(dim=1)", "acting: the riskiest candidate"),
+        (FISOR, "qh = self.reach_q_target(states, candidates).max(dim=0)", "qh = self.reach_q_target(states, candidates).min(dim=0)",
+         "acting: min over the reachability heads"),
+    ],
+    "trac": [],
+    "lspc": [],
+}
+TESTS = {"fisor": ("tests/test_fisor.py", "tests/test_reference_fisor.py"),
+         "trac": ("tests/test_trac.py", "tests/test_reference_trac.py"),
+         "lspc": ("tests/test_losses.py", "tests/test_reference_lspc.py")}
+
+
+def copy_tree(dest: str) -> None:
+    """The tracked and untracked (not ignored) files of the repository."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = os.path.join(ROOT, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, rel))
+
+
+def passes(copy: str, test: str) -> bool:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=copy,
+                            env=env, capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def main(methods: List[str]) -> int:
+    escaped = 0
+    with tempfile.TemporaryDirectory() as copy:
+        copy_tree(copy)
+        for method in methods:
+            old_tests, new_test = TESTS[method]
+            assert passes(copy, new_test) and passes(copy, old_tests), f"{method}: the unmutated tests fail"
+            print(f"\n{method}: {len(MUTANTS[method])} mutants\n")
+            print(f"| # | planted error ({MUTANTS[method][0][0] if MUTANTS[method] else ''}) | {old_tests} | {new_test} |")
+            print("|---|---|---|---|")
+            for number, (rel, text, replacement, description) in enumerate(MUTANTS[method], 1):
+                path = os.path.join(copy, rel)
+                with open(path, encoding="utf-8") as f:
+                    original = f.read()
+                assert original.count(text) == 1, f"{method} mutant {number}: {text!r} occurs {original.count(text)} times"
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(original.replace(text, replacement))
+                try:
+                    verdicts = ["passes (missed)" if passes(copy, test) else "fails (caught)"
+                                for test in (old_tests, new_test)]
+                finally:
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(original)
+                escaped += verdicts[1].startswith("passes")
+                print(f"| {number} | {description}: `{text}` -> `{replacement}` | {verdicts[0]} | {verdicts[1]} |",
+                      flush=True)
+    return 1 if escaped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or list(MUTANTS)))
