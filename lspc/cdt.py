@@ -5,7 +5,8 @@
    augmentation's parameters, tuned to DSRL's reward scales (OSRL issue 20). OSRL's
    ``CDTMediumDenseConfig`` has no override and inherits CarCircle's values (OSRL issue 6): here it
    takes the other medium MetaDrive tasks'. CarCircle's third prompt targets cost 50 for the
-   threshold 40, as in OSRL.
+   threshold 40, as in OSRL. ``max_reward_warning`` says so when the data's returns exceed
+   ``max_reward`` (data on another reward scale would otherwise silently spoil the augmentation).
 2. ``SequenceSampler``: osrl's ``SequenceDataset`` builds the trajectories, the Pareto-frontier
    augmentation and the cost-weighted trajectory probabilities; its ``__iter__`` draws with
    unseeded ``np.random``/``random`` in DataLoader workers, so batches come from here instead: the
@@ -16,6 +17,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -86,6 +88,23 @@ def cdt_defaults(task: str, thresholds: Sequence[float]) -> Dict[str, Any]:
     return {**CDT_DEFAULTS, "deg": deg, "max_reward": float(max_reward), "max_rew_decrease": float(max_rew_decrease),
             "min_reward": float(min_reward),
             "prompts": {f"{kappa:g}": [float(r), float(c)] for kappa, (r, c) in zip(thresholds, prompts)}}
+
+
+def max_reward_warning(data: Dict[str, np.ndarray], max_reward: float) -> Optional[str]:
+    """One line when the data's largest episode return exceeds ``max_reward``, else None. osrl's Pareto
+    augmentation relabels trajectories with returns drawn between the data's frontier and ``max_reward``
+    (OSRL's per-task values fit DSRL's reward scales, OSRL issue 20); above the data, that range runs
+    backwards and the "augmented" returns land below the frontier."""
+    ends = np.flatnonzero(data["terminals"] | data["timeouts"])
+    if len(ends) == 0:
+        return None
+    returns = np.add.reduceat(np.asarray(data["rewards"], dtype=np.float64)[:ends[-1] + 1], np.r_[0, ends[:-1] + 1])
+    largest = float(returns.max())
+    if largest <= max_reward:
+        return None
+    return (f"warning: cdt: the data's largest episode return {largest:g} exceeds max_reward {max_reward:g}, the top "
+            f"of the returns osrl's Pareto augmentation relabels with; set --hparam max_reward={math.ceil(largest)} "
+            "(or more) for this data")
 
 
 def prompt_for(hparams: Dict[str, Any], kappa: float) -> Tuple[float, float]:
