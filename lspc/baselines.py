@@ -50,7 +50,7 @@ import yaml
 
 from lspc import LSPCError
 from lspc.cdt import DATA_KEYS as CDT_DATA_KEYS
-from lspc.cdt import CDTPolicy, SequenceSampler, cdt_defaults, prompt_for
+from lspc.cdt import CDTPolicy, SequenceSampler, cdt_defaults, max_reward_warning, prompt_for
 from lspc.data import TransitionBuffer, load_dataset
 from lspc.envs import check_task, cost_limits
 from lspc.evaluation import BatchPolicy
@@ -218,6 +218,9 @@ def sequence_sampler(cfg: BaselineConfig, data: Dict[str, np.ndarray], device: t
     if not np.isin(costs, (0.0, 1.0)).all():
         raise LSPCError("cdt: its cost head classifies each step's cost as 0 or 1, but the dataset has costs "
                         f"{sorted(set(np.unique(costs).tolist()) - {0.0, 1.0})[:5]}")
+    warning = max_reward_warning(data, h["max_reward"]) if h["augment_percent"] > 0 else None
+    if warning:
+        print(warning, flush=True)
     offset = h["cost_sample_offset"]
     try:
         with _quiet():
