@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
 COLLECT_STAMP := $(VENV)/.installed-collect
 
-.PHONY: install install-suites install-collect demo test test-slurm datasets clean-venv
+.PHONY: help install install-suites install-collect install-dev demo test test-slurm datasets mutation docs clean-venv
 
-install: $(STAMP)
+install: $(STAMP)  ## the core: .venv with torch, dsrl, osrl-lib, Bullet Safety Gym
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 # Safety-Gymnasium and MetaDrive (about 450 MB more); the tests cover them, the demo does not need them.
-install-suites: $(SUITES_STAMP)
+install-suites: $(SUITES_STAMP)  ## Safety-Gymnasium and MetaDrive
 
 $(SUITES_STAMP): $(STAMP) requirements-suites.txt requirements-suites-nodeps.txt
 	$(PY) -m pip install --quiet -r requirements-suites.txt
@@ -28,13 +28,22 @@ $(SUITES_STAMP): $(STAMP) requirements-suites.txt requirements-suites-nodeps.txt
 	touch $(SUITES_STAMP)
 
 # FSRL's safe-RL agents (tianshou, numba), for datasets of tasks without a controller (--behaviour fsrl).
-install-collect: $(COLLECT_STAMP)
+install-collect: $(COLLECT_STAMP)  ## FSRL's agents, to collect datasets of tasks without a controller
 
 $(COLLECT_STAMP): $(STAMP) requirements-collect.txt
 	$(PY) -m pip install --quiet -r requirements-collect.txt
 	touch $(COLLECT_STAMP)
 
-demo: install
+# Developer tools (mutmut for `make mutation`); not needed by `make test`.
+DEV_STAMP := $(VENV)/.installed-dev
+
+install-dev: $(DEV_STAMP)  ## developer tools: mutation testing, MkDocs
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
+demo: install  ## train and evaluate LSPC on BallRun on the CPU, a few minutes
 	PYTHON=$(PY) bash scripts/demo.sh
 
 # Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
@@ -49,19 +58,33 @@ TASKS ?= $(DATASET_TASKS)
 DATASET_EPISODES ?=
 COLLECT_FLAGS ?=
 
-datasets: $(foreach task,$(TASKS),$(DATA_DIR)/$(task).hdf5)
+datasets: $(foreach task,$(TASKS),$(DATA_DIR)/$(task).hdf5)  ## collect datasets into DATA_DIR (TASKS=...)
 
 $(DATA_DIR)/%.hdf5: | $(STAMP) $(if $(filter-out $(DATASET_TASKS),$(TASKS)),$(COLLECT_STAMP))
 	$(PY) scripts/collect_dataset.py --task $* $(if $(DATASET_EPISODES),--episodes $(DATASET_EPISODES)) --seed 0 --out $@ $(COLLECT_FLAGS)
 
-test: install install-suites install-collect
+test: install install-suites install-collect  ## install every suite and run the test suite
 	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 # The sweep on a real Slurm cluster, requeue included (tests/test_slurm.py): a failure, not a skip, when
 # no cluster answers. `scripts/slurm_cluster.sh start` starts the one-node test cluster it defaults to.
 LSPC_SLURM_DIR ?= /tmp/lspc-slurm
-test-slurm: install
+test-slurm: install  ## the sweep on a real Slurm cluster (scripts/slurm_cluster.sh start)
 	SLURM_CONF=$${SLURM_CONF:-$(LSPC_SLURM_DIR)/slurm.conf} LSPC_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/test_slurm.py
 
-clean-venv:
+# Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; hours on
+# 2 cores for all seven, resumable), then results/mutation/. MUTATE names some, e.g.
+# `make mutation MUTATE="lspc/data.py lspc/evaluation.py"`; niced so that other work keeps its cores.
+MUTATE ?=
+mutation: install install-suites install-dev  ## mutation testing of the algorithm files (MUTATE=...)
+	nice -n 10 $(PY) scripts/mutation.py run $(MUTATE)
+
+# The documentation site (mkdocs.yml; tables inserted from results/ and the code by scripts/docs_hooks.py).
+docs: install-dev  ## build the documentation into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+clean-venv:  ## remove .venv
 	rm -rf $(VENV)

@@ -1,0 +1,307 @@
+"""Mutation testing of the algorithm files: how many one-line changes to the code the tests notice.
+
+    python scripts/mutation.py run [FILE ...] [--workdir DIR]      # mutmut, file by file (default: all of TARGETS)
+    python scripts/mutation.py report [--workdir DIR]              # results/mutation/<file>.json and README.md
+
+``run`` copies the working tree (tracked files and untracked, not ignored ones) to ``<workdir>/<file>/``
+and runs mutmut 2 there, never in the repository: mutmut writes each mutant into the source file
+on disk, and other processes (a test run, an editor) must never see one. Each mutant is tested with
+``pytest -x`` on the fast tests that TARGETS maps its file to, one mutant at a time. mutmut's cache
+(``<workdir>/<file>/.mutmut-cache``) keeps the verdicts, so an interrupted run continues where it
+stopped, and a changed tests/ folder retests only the survivors.
+
+``report`` reads those caches and writes, per file, ``results/mutation/<file>.json`` (killed,
+survived, timeout, and every survivor's line and mutant) and the summary ``results/mutation/README.md``.
+Each survivor is matched, by its original and mutated line, with an entry of
+``results/mutation/survivors.toml``: ``verdict = "equivalent"`` with a one-line ``why``, or
+``verdict = "killed"`` with the ``test`` added for it (listed once its rerun kills it). A survivor
+without an entry is listed as unexplained. The score is killed / (mutants - equivalent), timeouts
+counted as killed (a mutant that makes the tests hang is noticed).
+
+String and f-string mutants are not generated: they change message wording and dict keys, not
+the math (the one-line errors' exact text is checked by tests/test_bad_input.py and the others).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "results", "mutation")
+SURVIVORS_TOML = os.path.join(RESULTS, "survivors.toml")
+DEFAULT_WORKDIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "lspc-mutation")
+
+# The tests each file's mutants run against: those that exercise the file and take seconds, not
+# minutes, because every mutant reruns them (a few hundred mutants per file). The multi-minute
+# end-to-end tests (sweeps, fault injection, Slurm, SIGINT/resume of whole scripts, the MetaDrive
+# and Safety-Gymnasium suites) add little per mutant that these do not check, at 10-100x the cost.
+TARGETS: Dict[str, List[str]] = {
+    "train_lspc_iql.py": [
+        "tests/test_losses.py",  # every loss, mask, clamp and policy by hand
+        "tests/test_fast_step.py",  # the fused training step equals the plain one
+        "tests/test_reference_lspc.py",  # one train() call recomputed independently
+        "tests/test_config.py",  # the defaults the script runs with
+    ],
+    "lspc/fisor.py": [
+        "tests/test_fisor.py",
+        "tests/test_reference_fisor.py",
+    ],
+    "lspc/trac.py": [
+        "tests/test_trac.py",
+        "tests/test_reference_trac.py",
+    ],
+    "lspc/cdt.py": [
+        "tests/test_cdt.py",
+        "tests/test_reference_cdt.py",
+    ],
+    "lspc/baselines.py": [
+        "tests/test_reference_baselines.py",  # one update of each osrl baseline, recomputed
+        "tests/test_baselines.py::test_bc_safe_trains_only_on_trajectories_within_the_cost_limit",
+        "tests/test_baselines.py::test_metrics_window_averages_and_names_the_first_non_finite_statistic",
+        "tests/test_baselines.py::test_bad_input_one_line_error_and_nothing_written",
+    ],
+    "lspc/evaluation.py": [
+        "tests/test_eval.py",  # seeded episodes, vector modes, normalized scores, eval_lspc's results
+        "tests/test_losses.py::test_better_than",  # feasibility-first model selection
+        "tests/test_mutation_gaps.py",
+    ],
+    "lspc/data.py": [
+        "tests/test_data.py",  # density grid filter
+        "tests/test_experiments.py::test_data_ratio_keeps_whole_trajectories_and_is_seeded",
+        "tests/test_experiments.py::test_data_ratio_through_load_dataset_and_the_config",
+        "tests/test_losses.py::test_episode_dones",
+        "tests/test_bad_input.py::test_dataset_shapes_must_match_the_env",  # check_dataset's errors
+        "tests/test_bad_input.py::test_dataset_with_missing_keys",
+        "tests/test_bad_input.py::test_dataset_with_nan",
+        "tests/test_bad_input.py::test_missing_dataset_file",
+        "tests/test_download.py::test_load_dataset_fetches_through_the_fallback",  # no dataset_path: fetched
+        "tests/test_mutation_gaps.py",
+    ],
+}
+# tests written beside these (issue 27's defaults tables) that check every method's settings
+DEFAULTS_TESTS = "tests/test_defaults.py"
+for _name in ("train_lspc_iql.py", "lspc/fisor.py", "lspc/trac.py", "lspc/cdt.py", "lspc/baselines.py"):
+    TARGETS[_name].append(DEFAULTS_TESTS)
+
+# mutmut's verdicts as stored in its cache
+KILLED, SURVIVED, TIMEOUT, SUSPICIOUS, SKIPPED, UNTESTED = (
+    "ok_killed", "bad_survived", "bad_timeout", "ok_suspicious", "skipped", "untested")
+
+
+class MutationError(Exception):
+    """Bad input: reported on one line, exit status 2."""
+
+
+def slug(path: str) -> str:
+    return path.replace("/", "__").removesuffix(".py")
+
+
+def tests_for(path: str) -> List[str]:
+    """The file's tests that exist in this checkout (the mapping may name tests still to be written)."""
+    present = [test for test in TARGETS[path] if os.path.isfile(os.path.join(ROOT, test.split("::")[0]))]
+    if not present:
+        raise MutationError(f"none of {path}'s tests exist: {TARGETS[path]}")
+    return present
+
+
+def copy_tree(dest: str) -> None:
+    """The working tree as git sees it (tracked and untracked, not ignored), into ``dest``, keeping
+    mutmut's cache there."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    if os.path.isdir(dest):
+        for entry in os.listdir(dest):
+            if entry != ".mutmut-cache":
+                target = os.path.join(dest, entry)
+                shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
+    for name in filter(None, listed):
+        source = os.path.join(ROOT, name)
+        if os.path.isfile(source):  # a tracked file deleted in the working tree is left out
+            os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
+            shutil.copy2(source, os.path.join(dest, name))
+
+
+def runner_command(tests: List[str]) -> str:
+    # -x: the first failure kills the mutant; no cache provider: nothing written beside the tests
+    return shlex.join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
+
+
+def mutmut_command(path: str, tests: List[str]) -> List[str]:
+    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
+    return [mutmut, "run", "--paths-to-mutate", path, "--tests-dir", "tests", "--runner", runner_command(tests),
+            "--disable-mutation-types", "string,fstring",
+            # a mutant times out at 2x the unmutated tests' time + 60 s: other processes on a
+            # shared machine slow a run down by far more than the noise of one
+            "--test-time-multiplier", "2", "--test-time-base", "60",
+            "--simple-output", "--no-progress"]
+
+
+def run(paths: List[str], workdir: str) -> None:
+    for path in paths:
+        tests, dest = tests_for(path), os.path.join(workdir, slug(path))
+        print(f"== {path}: mutants tested with {' '.join(tests)} in {dest}", flush=True)
+        copy_tree(dest)
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+        # exit status: a bit set per kind of surviving mutant; the report tells them apart
+        code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env).returncode
+        if code & 1:
+            raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated?")
+
+
+def mutant_lines(source: str, line: str, index: int, line_number: int) -> Dict[str, str]:
+    """The original and the mutated line of a mutant. Recomputed with mutmut's own mutator from the
+    unmutated source: ``mutmut show`` would rewrite the cache's line numbers from the file on disk,
+    which holds a mutant while a run is going on."""
+    import mutmut
+
+    context = mutmut.Context(source=source, mutation_id=mutmut.RelativeMutationID(line, index, line_number))
+    mutated, _ = mutmut.mutate(context)
+    before, after = source.split("\n"), mutated.split("\n")
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    return {"original": "\n".join(before[i].strip() for i in changed),
+            "mutant": "\n".join(after[i].strip() for i in changed)}
+
+
+def load_verdicts() -> List[dict]:
+    if not os.path.isfile(SURVIVORS_TOML):
+        return []
+    with open(SURVIVORS_TOML, "rb") as f:
+        entries = tomllib.load(f).get("survivor", [])
+    for entry in entries:
+        if entry.get("verdict") not in ("equivalent", "killed") or not entry.get("why" if entry.get("verdict") ==
+                                                                                     "equivalent" else "test"):
+            raise MutationError(f"{SURVIVORS_TOML}: each survivor needs verdict 'equivalent' with a 'why' or "
+                                f"'killed' with a 'test', got {entry}")
+    return entries
+
+
+def file_report(path: str, dest: str, verdicts: List[dict]) -> dict:
+    db = sqlite3.connect(os.path.join(dest, ".mutmut-cache"))
+    rows = db.execute("SELECT m.id, m.status, l.line_number, l.line, m.'index' FROM Mutant m JOIN Line l ON "
+                      "m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id WHERE s.filename = ? "
+                      "ORDER BY l.line_number, m.'index'", (path,)).fetchall()
+    db.close()
+    copied = os.path.join(dest, path)
+    # while mutmut tests a mutant, the copy holds it and the original waits in <file>.bak
+    with open(copied + ".bak" if os.path.isfile(copied + ".bak") else copied) as f:
+        source = f.read()
+    counts = {name: sum(row[1] == code for row in rows) for name, code in (
+        ("killed", KILLED), ("suspicious", SUSPICIOUS), ("timeout", TIMEOUT), ("survived", SURVIVED),
+        ("skipped", SKIPPED), ("untested", UNTESTED))}
+    survivors, killed_by_new_tests = [], []
+    mine = [entry for entry in verdicts if entry["file"] == path]
+    for mutant_id, status, line_number, line, index in rows:
+        if status not in (SURVIVED, KILLED):
+            continue
+        if status == KILLED and not any(entry["verdict"] == "killed" for entry in mine):
+            continue
+        lines = mutant_lines(source, line, index, line_number)
+        match = next((entry for entry in mine if (entry["original"], entry["mutant"]) ==
+                      (lines["original"], lines["mutant"])), None)
+        record = {"id": mutant_id, "line": line_number + 1, **lines}
+        if status == KILLED:
+            if match is not None and match["verdict"] == "killed":
+                killed_by_new_tests.append({**record, "test": match["test"]})
+            continue
+        if match is not None and match["verdict"] == "equivalent":
+            record["equivalent"] = match["why"]
+        elif match is not None:
+            record["unkilled_by"] = match["test"]  # listed as killed, but the rerun let it live
+        survivors.append(record)
+    equivalent = sum("equivalent" in record for record in survivors)
+    detected = counts["killed"] + counts["suspicious"] + counts["timeout"]
+    tested = len(rows) - counts["skipped"] - counts["untested"]
+    return {
+        "file": path, "tests": tests_for(path), "mutmut": "mutmut 2.5.1, string and f-string mutants off",
+        "mutants": len(rows), "counts": counts, "equivalent": equivalent,
+        "score": round(detected / (tested - equivalent), 4) if tested > equivalent else None,
+        "complete": counts["untested"] == 0,
+        "survivors": survivors, "killed_by_new_tests": killed_by_new_tests,
+    }
+
+
+def write_readme(reports: Dict[str, dict]) -> None:
+    lines = ["# Mutation testing", "",
+             "Generated by `python scripts/mutation.py report` from the runs of `make mutation` (mutmut 2.5.1: "
+             "operators, comparisons, numbers, keywords, names and arguments changed one at a time; string "
+             "mutants off). Each mutant ran against the fast tests listed in `scripts/mutation.py` (`TARGETS`). "
+             "Score: (killed + timeout) / (mutants - equivalent). Goal: at least 90% in every file.", "",
+             "| file | mutants | killed | timeout | survived | equivalent | untested | score |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for path in TARGETS:
+        report = reports.get(path)
+        if report is None:
+            lines.append(f"| `{path}` | not run | | | | | | |")
+            continue
+        c = report["counts"]
+        score = "" if report["score"] is None else f"{100 * report['score']:.1f}%"
+        lines.append(f"| `{path}` | {report['mutants']} | {c['killed'] + c['suspicious']} | {c['timeout']} | "
+                     f"{c['survived']} | {report['equivalent']} | {c['untested']} | {score} |")
+    missing = [path for path in TARGETS if path not in reports]
+    if missing:
+        lines += ["", "Not run yet (hours on 2 cores); run them with", "",
+                  "    make mutation MUTATE=\"" + " ".join(missing) + "\"", ""]
+    for path, report in reports.items():
+        lines += ["", f"## `{path}`", "", "Tests: " + ", ".join(f"`{t}`" for t in report["tests"]) + "."]
+        if not report["complete"]:
+            lines.append(f"\nThe run stopped with {report['counts']['untested']} mutants untested.")
+        if report["killed_by_new_tests"]:
+            lines += ["", "Survivors of the first run, killed by tests added for them:", ""]
+            lines += [f"- line {r['line']}: `{r['original']}` -> `{r['mutant']}`: `{r['test']}`"
+                      for r in report["killed_by_new_tests"]]
+        if report["survivors"]:
+            lines += ["", "Surviving mutants:", ""]
+            for r in report["survivors"]:
+                why = r.get("equivalent") or (f"UNEXPLAINED (listed as killed by `{r['unkilled_by']}`, but it survives)"
+                                              if "unkilled_by" in r else "UNEXPLAINED")
+                lines.append(f"- line {r['line']}: `{r['original']}` -> `{r['mutant']}`: {why}")
+    with open(os.path.join(RESULTS, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def report(workdir: str) -> None:
+    os.makedirs(RESULTS, exist_ok=True)
+    verdicts, reports = load_verdicts(), {}
+    for path in TARGETS:
+        dest = os.path.join(workdir, slug(path))
+        if not os.path.isfile(os.path.join(dest, ".mutmut-cache")):
+            continue
+        reports[path] = file_report(path, dest, verdicts)
+        with open(os.path.join(RESULTS, f"{slug(path)}.json"), "w") as f:
+            json.dump(reports[path], f, indent=1)
+            f.write("\n")
+        c = reports[path]["counts"]
+        print(f"{path}: {reports[path]['mutants']} mutants, {c['killed'] + c['suspicious']} killed, "
+              f"{c['timeout']} timeout, {c['survived']} survived ({reports[path]['equivalent']} equivalent), "
+              f"{c['untested']} untested; score {reports[path]['score']}")
+    write_readme(reports)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("command", choices=("run", "report"), help="run the mutants, or report the last run's")
+    parser.add_argument("files", nargs="*", help=f"files to mutate (default: all of {list(TARGETS)})")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="where the copies and mutmut's caches live")
+    args = parser.parse_args(argv)
+    try:
+        unknown = [path for path in args.files if path not in TARGETS]
+        if unknown:
+            raise MutationError(f"no tests are mapped for {unknown}: choose from {list(TARGETS)}")
+        if args.command == "run":
+            run(args.files or list(TARGETS), os.path.abspath(args.workdir))
+        report(os.path.abspath(args.workdir))
+    except MutationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
