@@ -1,9 +1,9 @@
-"""Evaluate a trained LSPC or baseline run the way DSRL's tables are made (spec section 7).
+"""Evaluate a trained LSPC or baseline run the way DSRL's tables are made (the DSRL protocol).
 
     python eval_lspc.py logs/OfflineBallRun-v0-cost-10/lspc_iql-seed0 [--checkpoint latest|best_o|best_s]
         [--policies lspc-o lspc-s cvae] [--cost_limits 10 20 40] [--eval_episodes 20] [--seed 0] [--device cpu]
         [--vector sync|async|lockstep] [--eps_s 0.1 0.25 0.5 1.0] [--eps_o 0.1 0.25 0.5 1.0] [--state_step N]
-        [--no_figures]
+        [--no_figures] [--wandb_mode online|offline|disabled]
     python eval_lspc.py logs/OfflineBallRun-v0-cost-10/cpq-seed0 [--checkpoint latest|best] [--cost_limits 10] ...
 
 (``--path RUN_DIR`` works as well as the positional run directory.)
@@ -13,7 +13,9 @@ each policy once, and scores them at every cost threshold of the task's suite (L
 threshold during training). --eps_s / --eps_o evaluate LSPC-S / LSPC-O again with other
 restriction values, without retraining. Writes into <run>/eval/: results.json, results.md,
 training_curves.png (from metrics.jsonl), action_space.png (2-D action tasks) and tradeoff.png
-(with a sweep). Nothing else in the run directory is touched.
+(with a sweep). The per-threshold results also go to the summary of the run's wandb run (resumed
+by the id its checkpoint holds, in its own mode; ``--wandb_mode disabled`` skips it). Nothing else
+in the run directory is touched.
 
 A baseline run of scripts/train_baseline.py (its config.yaml has an ``algo`` key; an LSPC run's has
 none) is rebuilt and scored by the same code, on the same seeded episodes, as the one policy
@@ -50,6 +52,7 @@ from lspc import LSPCError
 from lspc.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import check_task, cost_limits, make_env
+from lspc.run_logger import WANDB_MODES
 from lspc.evaluation import (VECTOR_MODES, Evaluator, choose_vector, episode_seeds, episode_stats, make_eval_env,
                              score_at_thresholds)
 from lspc.plots import ActionSnapshot, plot_action_space, plot_tradeoff, plot_training_curves, read_curves
@@ -76,6 +79,7 @@ class LoadedRun:
     agent: Any
     step: int
     env: gym.Env  # the task's env: its spaces and dsrl's normalization
+    wandb_id: Optional[str] = None  # the training run's wandb run, None when it logged none
 
     @property
     def cfg(self) -> Union[TrainConfig, BaselineConfig]:
@@ -151,7 +155,7 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
         details = [line.strip() for line in str(err).splitlines() if line.strip()]
         first = details[min(1, len(details) - 1)]
         raise LSPCError(f"{checkpoint_path} does not fit the run's config.yaml: {first}") from None
-    return LoadedRun(path, checkpoint, method, agent, int(state["step"]), env)
+    return LoadedRun(path, checkpoint, method, agent, int(state["step"]), env, state.get("wandb_id"))
 
 
 @contextlib.contextmanager
@@ -291,6 +295,45 @@ def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, threshold
     return results
 
 
+def summary_entries(results: Dict) -> Dict[str, float]:
+    """results.json's scores as flat wandb summary keys, with the metric names of the authors' release:
+    ``eval_lspc/<policy>/Reward`` (raw, and ``_std``), ``eval_lspc/<policy>/cost-<κ>/Normalized_Reward``
+    (normalized at κ, and ``_std``); a transfer's under ``eval_lspc/transfer/<task>/``."""
+    prefix = "eval_lspc" if results["task"] == results.get("trained_task", results["task"]) else \
+        f"eval_lspc/transfer/{results['task']}"
+    entries: Dict[str, float] = {f"{prefix}/step": results["step"], f"{prefix}/episodes": results["episodes"]}
+    for policy, entry in results["policies"].items():
+        base = f"{prefix}/{policy}"
+        entries[f"{base}/Length"] = entry["length"]
+        for metric in ("reward", "cost"):
+            entries[f"{base}/{metric.capitalize()}"] = entry[metric]
+            entries[f"{base}/{metric.capitalize()}_std"] = entry[f"{metric}_std"]
+            for kappa, scores in entry["thresholds"].items():
+                name = f"{base}/cost-{kappa}/Normalized_{metric.capitalize()}"
+                entries[name] = scores[f"normalized_{metric}"]
+                entries[f"{name}_std"] = scores[f"normalized_{metric}_std"]
+    return entries
+
+
+def write_wandb_summary(run: LoadedRun, results: Dict, wandb_mode: Optional[str] = None) -> bool:
+    """Add ``summary_entries(results)`` to the summary of the wandb run that trained ``run`` (resumed
+    by its id, in the run's own wandb mode unless ``wandb_mode`` says otherwise). False when there is
+    none: the run trained with wandb disabled, or ``wandb_mode`` is disabled."""
+    mode = wandb_mode or run.cfg.wandb_mode
+    if mode == "disabled" or run.wandb_id is None:
+        return False
+    import wandb
+
+    cfg = run.cfg
+    wandb_run = wandb.init(project=cfg.project, group=cfg.group, name=cfg.name, dir=run.path, mode=mode,
+                           id=run.wandb_id, resume="allow")
+    try:
+        wandb_run.summary.update(summary_entries(results))
+    finally:
+        wandb_run.finish()
+    return True
+
+
 def evaluate_run(path: str, checkpoint: str = "latest", policies: Optional[List[str]] = None,
                  thresholds: Optional[List[float]] = None, eval_episodes: int = 20, seed: int = 0,
                  device: str = "cpu", vector: Optional[str] = None, eps_s: Sequence[float] = (),
@@ -416,9 +459,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--cost_limits", nargs="+", type=float, default=None,
                         help="thresholds to score at (default: the task suite's three; a baseline trained per "
                              "threshold: its run's cost limit, the only one allowed)")
-    parser.add_argument("--eval_episodes", type=int, default=20)
+    parser.add_argument("--eval_episodes", type=int, default=20, help="episodes per policy (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the episode starts and the policies' noise")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--vector", choices=VECTOR_MODES, default=None,
                         help="how episodes run side by side: gymnasium's SyncVectorEnv, AsyncVectorEnv (one "
                              "subprocess per episode, for slow simulators) or a plain in-process list; same numbers "
@@ -430,7 +473,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--eval_task", default=None,
                         help="zero-shot transfer: evaluate on this task (same observation and action spaces), "
                              "normalized with its reference returns; writes into <run>/eval/transfer/<task>/")
-    parser.add_argument("--no_figures", action="store_true")
+    parser.add_argument("--no_figures", action="store_true", help="write results.json and results.md only")
+    parser.add_argument("--wandb_mode", choices=WANDB_MODES, default=None,
+                        help="the per-threshold results also go to the summary of the run's wandb run "
+                             "(default: the mode it trained with; none when it trained with wandb disabled)")
     args = parser.parse_args(argv)
     if (args.run_dir is None) == (args.path is None):
         parser.error("give the run directory once: as the positional argument or as --path")
@@ -462,6 +508,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(table)
             figures = [] if args.no_figures or run.algo is not None or transfer else write_figures(
                 run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
+            summarized = write_wandb_summary(run, results, args.wandb_mode)
         finally:
             run.close()
     except LSPCError as err:
@@ -469,7 +516,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
     runs = len(results["policies"]) + sum(len(s["points"]) for s in results.get("sweep", {}).values())
     print(f"{runs} evaluations of {args.eval_episodes} episodes in {elapsed:.1f} s (--vector {vector})")
-    print("wrote " + ", ".join([f"{out_dir}/results.json", "results.md"] + [os.path.basename(f) for f in figures]))
+    print("wrote " + ", ".join([f"{out_dir}/results.json", "results.md"] + [os.path.basename(f) for f in figures])
+          + (f" and the wandb summary of run {run.wandb_id}" if summarized else ""))
 
 
 if __name__ == "__main__":

@@ -5,20 +5,23 @@ A flag given on the command line always wins, even when its value equals a defau
 Field names follow the authors' release where it has one (its users' commands keep working).
 """
 
+import argparse
 import difflib
 import os
 import re
 import sys
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import pyrallis
+import pyrallis.argparsing
+import pyrallis.wrappers
 import torch
 import yaml
 
 from lspc import LSPCError
 from lspc.data import density_bins
-from lspc.envs import ALL_TASKS, check_task
+from lspc.envs import ALL_TASKS, check_task, cost_limits
 from lspc.run_logger import WANDB_MODES
 
 LSPC_S_SAMPLING = ("clamp", "tanh", "truncated")
@@ -28,54 +31,102 @@ KL_REDUCTIONS = ("mean", "sum")
 
 @dataclass
 class TrainConfig:
-    # --- task, data and run bookkeeping
+    # Each field's help is the docstring under it (pyrallis prints it in --help, field_help returns it).
+    # No colon before an "=" in them: pyrallis would take such a line for a field.
+    # task, data and run bookkeeping
     task: str = "OfflineBallRun-v0"
+    """the DSRL task (scripts/list_tasks.py lists the 38); it sets the per-task defaults"""
     seed: int = 0
-    cost_limit: float = 10.0  # used for normalized cost, model selection and the run's group name only
-    dataset_path: Optional[str] = None  # a DSRL-layout hdf5 file; None = dsrl's download
-    density: float = 1.0  # < 1: dsrl's grid filter thins trajectories, bins from dsrl.infos.DENSITY_CFG
-    data_ratio: float = 1.0  # < 1: train on this fraction of the trajectories, drawn whole with the run's seed
-    noise_scale: Optional[float] = None  # dsrl pre_process_data: observation noise
-    outliers_percent: Optional[float] = None  # dsrl pre_process_data: augmented outliers
-    inpaint_ranges: Optional[List[List[float]]] = None  # dsrl pre_process_data: [[cmin, cmax, rmin, rmax], ...]
-    episode_len: int = 1000  # evaluation time limit; per-task value from the table below
+    """seeds the initialization, the batches, the data subsets and the evaluation episodes"""
+    cost_limit: float = 10.0
+    """threshold of the normalized cost, the model selection and the group name only (one LSPC model
+    serves every threshold); default per task, its first DSRL threshold (10 Bullet and MetaDrive, 20 Safety-Gymnasium)"""
+    dataset_path: Optional[str] = None
+    """a DSRL-layout hdf5 file; None = dsrl's download"""
+    density: float = 1.0
+    """below 1, dsrl's grid filter thins the trajectories (bins from dsrl.infos.DENSITY_CFG)"""
+    data_ratio: float = 1.0
+    """below 1, train on this fraction of the trajectories, drawn whole with the run's seed"""
+    noise_scale: Optional[float] = None
+    """observation noise (dsrl's pre_process_data)"""
+    outliers_percent: Optional[float] = None
+    """percentage of augmented outliers (dsrl's pre_process_data)"""
+    inpaint_ranges: Optional[List[List[float]]] = None
+    """[[cost_min, cost_max, reward_min, reward_max], ...] fractions to remove (dsrl's pre_process_data)"""
+    episode_len: int = 1000
+    """evaluation time limit; default per task, its DSRL episode length"""
     logdir: str = "logs"
+    """runs go to <logdir>/<group>/<name>/"""
     project: str = "LSPC"
-    group: Optional[str] = None  # default: "<task>-cost-<cost_limit>" as in OSRL
-    name: Optional[str] = None  # default: "lspc_iql-seed<seed>"
-    device: str = "auto"  # auto = cuda when available, else cpu
-    compile: bool = False  # torch.compile the step's losses (CUDA graphs on CUDA); slower on CPU, see README
-    wandb_mode: str = "offline"  # online | offline | disabled
-    resume: Optional[str] = None  # a run directory to continue from its latest checkpoint
-    # --- schedule
+    """the wandb project"""
+    group: Optional[str] = None
+    """default "<task>-cost-<cost_limit>" as in OSRL"""
+    name: Optional[str] = None
+    """default "lspc_iql[-<field><value>...]-seed<seed>" with the fields that differ from the task's
+    defaults (OSRL's convention; not the schedule), so runs with other hyperparameters get their own directory"""
+    device: str = "auto"
+    """auto = cuda when available, else cpu"""
+    compile: bool = False
+    """torch.compile the step's losses (CUDA graphs on CUDA); slower on CPU"""
+    wandb_mode: str = "offline"
+    """online | offline | disabled"""
+    resume: Optional[str] = None
+    """a run directory to continue from its latest checkpoint"""
+    # schedule
     max_timesteps: int = 1_000_000
+    """gradient steps in all"""
     batch_size: int = 1024
+    """transitions per gradient step"""
     eval_every: int = 20_000
+    """steps between evaluations (each also writes checkpoints); the last step is always evaluated"""
     eval_episodes: int = 10
+    """episodes per evaluation during training"""
     log_every: int = 1_000
-    checkpoint_every_minutes: float = 5.0  # model.pt also between evaluations: a SIGKILL loses at most this
-    # --- networks and optimisation (spec sections 2, 3, 5)
+    """steps between rows of training metrics (means over the window)"""
+    checkpoint_every_minutes: float = 5.0
+    """model.pt also between evaluations, so a SIGKILL loses at most this"""
+    # networks and optimisation
     hidden_dim: int = 256
+    """width of every hidden layer"""
     latent_dim: int = 32
+    """dimension of the CVAE's latent z"""
     learning_rate: float = 3e-4
+    """Adam's learning rate, every network"""
     discount: float = 0.99
-    tau: float = 0.005  # Polyak rate of the target critics
-    iql_tau: float = 0.7  # expectile xi of both value functions
-    beta_reward: float = 2.0  # lambda_r, temperature of the latent encoder's AWR weights (eq. 14)
-    beta_cost: float = 2.0  # lambda_c, temperature of the CVAE's cost-advantage weights (eq. 10)
-    max_weight: float = 200.0  # clip of both exponential weights
-    vae_beta: float = 0.5  # KL coefficient of the CVAE's ELBO
-    kl_reduction: str = "mean"  # mean (release) or sum over latent dims
-    safe_qc_vc_threshold: float = 999.0  # CVAE weight 0 where Qc or Vc exceeds it (999 = off)
-    clamp_cost_value: bool = False  # True: the release's Vc(s) >= 0 in the cost V loss and the CVAE weights
-    converse: bool = False  # True: "Converse LSPC-O" (appendix A.3.2), the two advantage weights swap networks
-    reward_scale: float = 1.0  # scales data rewards for training only; evaluation reports raw returns
-    bootstrap_on_timeout: bool = False  # False: done = terminal OR timeout (release); True: time-limit cuts bootstrap
-    # --- the two policies (spec section 4)
-    vae_clamper: float = 0.25  # eps_S, LSPC-S restriction of z ~ N(0, I)
-    max_latent_action: float = 0.25  # eps_O, LSPC-O squashing of the latent safety encoder's z
-    lspc_s_sampling: str = "clamp"  # clamp (release) | tanh | truncated
-    lspc_o_sampling: str = "stochastic"  # stochastic (release) | deterministic
+    """gamma of the reward and cost critics"""
+    tau: float = 0.005
+    """Polyak rate of the target critics"""
+    iql_tau: float = 0.7
+    """expectile xi of both value functions"""
+    beta_reward: float = 2.0
+    """lambda_r, temperature of the latent encoder's AWR weights (eq. 14)"""
+    beta_cost: float = 2.0
+    """lambda_c, temperature of the CVAE's cost-advantage weights (eq. 10)"""
+    max_weight: float = 200.0
+    """clip of both exponential weights"""
+    vae_beta: float = 0.5
+    """KL coefficient of the CVAE's ELBO"""
+    kl_reduction: str = "mean"
+    """mean (release) or sum over latent dims"""
+    safe_qc_vc_threshold: float = 999.0
+    """CVAE weight 0 where Qc or Vc exceeds it (999 = off; 0.02 on MetaDrive)"""
+    clamp_cost_value: bool = False
+    """the release's Vc(s) >= 0 in the cost V loss and the CVAE weights"""
+    converse: bool = False
+    """Converse LSPC-O (appendix A.3.2), the two advantage weights swap networks"""
+    reward_scale: float = 1.0
+    """scales data rewards for training only; evaluation reports raw returns"""
+    bootstrap_on_timeout: bool = False
+    """bootstrap through time-limit cuts (off, as the release, done = terminal OR timeout)"""
+    # the two policies
+    vae_clamper: float = 0.25
+    """eps_S, LSPC-S restriction of z ~ N(0, I) (0.6 on the Bullet tasks but AntRun)"""
+    max_latent_action: float = 0.25
+    """eps_O, LSPC-O squashing of the latent safety encoder's z (0.6 on the Bullet tasks but AntRun)"""
+    lspc_s_sampling: str = "clamp"
+    """clamp (release) | tanh | truncated"""
+    lspc_o_sampling: str = "stochastic"
+    """stochastic (release) | deterministic"""
 
 
 # Spec section 4/5: restriction 0.6 on the Bullet tasks except AntRun; safety mask on MetaDrive.
@@ -126,6 +177,21 @@ TASK_OVERRIDES: Dict[str, Dict[str, Any]] = {
     "OfflineMetadrive-harddense-v0": _METADRIVE,
 }
 assert sorted(TASK_OVERRIDES) == sorted(ALL_TASKS), "the override table must cover exactly the DSRL tasks"
+# cost_limit: the task's first DSRL threshold, so a plain run's curves and best checkpoints use a
+# threshold of the protocol (the release's default is 10 on every task)
+TASK_OVERRIDES = {task: {"cost_limit": cost_limits(task)[0], **values} for task, values in TASK_OVERRIDES.items()}
+
+# Fields left out of automatic run names: bookkeeping, the threshold (already in the group name),
+# the data file's path and the schedule (a run continued with a larger max_timesteps is the same run).
+NAME_SKIPS = ("task", "seed", "cost_limit", "dataset_path", "logdir", "project", "group", "name", "device",
+              "compile", "wandb_mode", "resume", "max_timesteps", "eval_every", "eval_episodes", "log_every",
+              "checkpoint_every_minutes")
+DESCRIPTION = """Train LSPC (Koirala et al., ICLR 2025) on a DSRL task; one run serves every cost threshold.
+
+Precedence: defaults < the task's defaults < --config_path YAML < flags. The task's defaults
+(episode_len, cost_limit and, for some suites, vae_clamper, max_latent_action and
+safe_qc_vc_threshold) replace the "(default: ...)" shown below: --task X --print_config prints
+the resolved config of task X."""
 
 # Fields that fix the model's shapes or its data: a resumed run cannot change them.
 _FIXED_ON_RESUME = ("task", "hidden_dim", "latent_dim", "dataset_path", "density", "data_ratio", "noise_scale",
@@ -172,11 +238,43 @@ def _yaml_keys(path: str) -> List[str]:
     return list(content)
 
 
+def _parser() -> pyrallis.argparsing.ArgumentParser:
+    parser = pyrallis.argparsing.ArgumentParser(config_class=TrainConfig, description=DESCRIPTION)
+    # handled by lspc.training.run_training_cli before parsing; here for --help
+    parser.add_argument("--print_config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the resolved config (the task's defaults applied) as YAML and exit")
+    return parser
+
+
 def _parse(argv: Sequence[str]) -> TrainConfig:
     try:
-        return pyrallis.parse(config_class=TrainConfig, args=list(argv))
+        return _parser().parse_args(list(argv))
     except pyrallis.utils.ParsingError as err:
         raise LSPCError(str(err).splitlines()[0]) from None
+
+
+def field_help(config_class: Type) -> Dict[str, str]:
+    """Each field of a config dataclass and its help, as pyrallis builds it for --help (the docstring
+    under the field, else the comment above it, else its inline comment), whitespace collapsed."""
+    return {wrapper.name: " ".join((wrapper.help or "").split())
+            for wrapper in pyrallis.wrappers.DataclassWrapper(config_class).fields}
+
+
+def _name_value(value: Any) -> str:
+    """A config value as a run-name fragment: OSRL's to_string (sequences and dicts joined with "_")."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return "_".join(f"{_name_value(k)}_{_name_value(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return "_".join(_name_value(v) for v in value)
+    return str(value).replace(os.sep, "_")
+
+
+def auto_name(prefix: str, seed: int, changed: Dict[str, Any]) -> str:
+    """OSRL's run-name convention without its random suffix (a rerun of a command finds its run):
+    "<prefix>-<field><value>-...-seed<seed>" with the fields that differ from the defaults."""
+    return "-".join([prefix, *(f"{key}{_name_value(value)}" for key, value in changed.items()), f"seed{seed}"])
 
 
 def load_saved_config(path: str) -> TrainConfig:
@@ -216,7 +314,11 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
     if cfg.group is None:
         cfg = replace(cfg, group=f"{cfg.task}-cost-{cfg.cost_limit:g}")
     if cfg.name is None:
-        cfg = replace(cfg, name=f"lspc_iql-seed{cfg.seed}")
+        check_task(cfg.task)
+        defaults = asdict(replace(TrainConfig(), **TASK_OVERRIDES[cfg.task]))
+        changed = {key: value for key, value in asdict(cfg).items()
+                   if key not in NAME_SKIPS and value != defaults[key]}
+        cfg = replace(cfg, name=auto_name("lspc_iql", cfg.seed, changed))
     if cfg.device == "auto":
         cfg = replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     validate(cfg)

@@ -122,26 +122,49 @@ def default_hparams(algo: str, task: str) -> Dict[str, Any]:
 class BaselineConfig:
     """Everything a baseline run needs; ``config.yaml`` of its run directory holds exactly this."""
 
+    # Each field's help is the docstring under it (scripts/train_baseline.py's --help,
+    # lspc_iql_configs.field_help). No colon before an "=" in them: pyrallis would take such a line for a field.
     algo: str
+    """the method, one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice, fisor, trac"""
     task: str
-    episode_len: int  # evaluation time limit, the task's DSRL episode length as for LSPC
+    """the DSRL task (scripts/list_tasks.py lists the 38)"""
+    episode_len: int
+    """evaluation time limit, the task's DSRL episode length as for LSPC"""
     seed: int = 0
+    """seeds the initialization, the batches and the evaluation episodes"""
     cost_limit: float = 10.0
-    dataset_path: Optional[str] = None  # a DSRL-layout hdf5 file; None = dsrl's download
+    """the threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE and TraC train against it, the others use it
+    for the best checkpoint only (CDT also for its prompt); default per task, its first DSRL threshold"""
+    dataset_path: Optional[str] = None
+    """a DSRL-layout hdf5 file; None = dsrl's download"""
     max_timesteps: int = OSRL_SCHEDULE["max_timesteps"]
+    """gradient steps in all; default per method, OSRL's schedule (FISOR's and TraC's their authors')"""
     batch_size: int = OSRL_SCHEDULE["batch_size"]
+    """samples per gradient step; default per method as max_timesteps"""
     eval_every: int = OSRL_SCHEDULE["eval_every"]
+    """steps between evaluations (each also writes checkpoints); the last step is always evaluated"""
     eval_episodes: int = OSRL_SCHEDULE["eval_episodes"]
+    """episodes per evaluation during training"""
     log_every: int = 1_000
-    checkpoint_every_minutes: float = 5.0  # model.pt also between evaluations: a SIGKILL loses at most this
+    """steps between rows of training metrics"""
+    checkpoint_every_minutes: float = 5.0
+    """model.pt also between evaluations, so a SIGKILL loses at most this"""
     logdir: str = "logs"
+    """runs go to <logdir>/<group>/<name>/"""
     project: str = "LSPC"
-    group: Optional[str] = None  # default "<task>-cost-<cost_limit>"
-    name: Optional[str] = None  # default "<algo>-seed<seed>"
+    """the wandb project"""
+    group: Optional[str] = None
+    """default "<task>-cost-<cost_limit>" as in OSRL"""
+    name: Optional[str] = None
+    """default "<algo>[-<hyperparameter><value>...]-seed<seed>" with what differs from the method's defaults"""
     device: str = "auto"
+    """auto = cuda when available, else cpu"""
     wandb_mode: str = "offline"
+    """online | offline | disabled"""
     resume: Optional[str] = None
-    hparams: Dict[str, Any] = field(default_factory=dict)  # the method's hyperparameters, default_hparams
+    """a run directory to continue from its latest checkpoint"""
+    hparams: Dict[str, Any] = field(default_factory=dict)
+    """the method's hyperparameters (default_hparams, changed by --hidden_dim, --hparam and --prompt)"""
 
 
 def config_dict(cfg: BaselineConfig) -> Dict[str, Any]:
@@ -317,7 +340,7 @@ class Baseline:
             self.trainer.train_one_step([b["observations"], b["next_observations"], b["actions"], b["rewards"],
                                          b["costs"], b["dones"], b["is_init"]])
         else:
-            self.trainer.train_one_step(b["observations"], b["next_observations"], b["actions"], b["rewards"],
+            self.trainer.train_one_step(b["next_observations"], b["observations"], b["actions"], b["rewards"],
                                         b["costs"], b["dones"])
         stats, self._stats.stats = self._stats.stats, {}
         return stats

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import io
 import os
@@ -60,7 +61,9 @@ def check_task(task: str) -> str:
     for suite, tasks in SUITES.items():
         if task in tasks:
             return suite
-    raise LSPCError(f"unknown task {task!r}; known tasks: {', '.join(ALL_TASKS)}")
+    close = difflib.get_close_matches(task, ALL_TASKS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise LSPCError(f"unknown task {task!r}{hint}; known tasks: {', '.join(ALL_TASKS)}")
 
 
 def cost_limits(task: str) -> Tuple[float, ...]:

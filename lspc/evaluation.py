@@ -212,13 +212,18 @@ def normalized_scores(env: gym.Env, reward: float, cost: float, cost_limit: floa
 
 
 def summarize(env: gym.Env, episodes: Dict[str, np.ndarray], cost_limit: float) -> Dict[str, float]:
-    """Mean raw return, cost and length, and the normalized reward and cost at ``cost_limit``."""
+    """Mean raw return, cost and length, their standard deviations over the episodes (numpy's
+    population std, as the authors' release logs them), and the normalized reward and cost at
+    ``cost_limit``. ``lspc.run_logger.eval_entries`` gives them the release's metric names."""
     reward, cost = float(episodes["reward"].mean()), float(episodes["cost"].mean())
     norm_reward, norm_cost = normalized_scores(env, reward, cost, cost_limit)
     return {
         "reward": reward,
         "cost": cost,
         "length": float(episodes["length"].mean()),
+        "reward_std": float(np.std(episodes["reward"])),
+        "cost_std": float(np.std(episodes["cost"])),
+        "length_std": float(np.std(episodes["length"])),
         "normalized_reward": float(norm_reward),
         "normalized_cost": float(norm_cost),
     }

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from lspc import LSPCError
 from lspc.checkpoint import atomic_write_bytes
-from lspc.run_logger import read_metrics
+from lspc.run_logger import eval_value, is_eval_row, read_metrics
 
 # metrics.jsonl prefixes of the two policies evaluated during training
 CURVE_PREFIXES = {"lspc-o": "eval", "lspc-s": "eval_star"}
@@ -51,14 +51,14 @@ class Curves:
 
 def read_curves(run_dir: str) -> Curves:
     """The evaluation rows of a run's ``metrics.jsonl``."""
-    rows = [row for row in read_metrics(run_dir) if "eval/reward" in row]
+    rows = [row for row in read_metrics(run_dir) if is_eval_row(row)]  # the release's names or ours before them
     if not rows:
         raise LSPCError(f"{run_dir}/metrics.jsonl has no evaluation rows yet (written every eval_every steps)")
     return Curves(
         steps=np.array([row["step"] for row in rows]),
-        normalized_reward={p: np.array([row[f"normalized_{prefix}/reward"] for row in rows])
+        normalized_reward={p: np.array([eval_value(row, prefix, "reward", normalized=True) for row in rows])
                            for p, prefix in CURVE_PREFIXES.items()},
-        cost={p: np.array([row[f"{prefix}/cost"] for row in rows]) for p, prefix in CURVE_PREFIXES.items()},
+        cost={p: np.array([eval_value(row, prefix, "cost") for row in rows]) for p, prefix in CURVE_PREFIXES.items()},
     )
 
 

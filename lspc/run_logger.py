@@ -1,4 +1,12 @@
-"""Metrics to a local ``metrics.jsonl`` (always) and to wandb (online, offline or disabled)."""
+"""Metrics to a local ``metrics.jsonl`` (always) and to wandb (online, offline or disabled).
+
+Evaluation metrics carry the names of the authors' release (its ``train_lspc_iql.py``), so
+dashboards and scripts built on it read our runs: ``eval/Reward``, ``eval/Cost``, ``eval/Length``,
+their ``_std`` over the episodes, ``normalized_eval/Normalized_Reward`` and
+``normalized_eval/Normalized_Cost``; LSPC-S under ``eval_star/`` and ``normalized_eval_star/``.
+Runs logged before this naming used ``eval/reward`` and ``normalized_eval/reward``:
+``eval_value`` reads either.
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +14,42 @@ import os
 from typing import Any, Dict, Optional
 
 WANDB_MODES = ("online", "offline", "disabled")
+RAW_EVAL_METRICS = ("reward", "cost", "length")  # logged with their standard deviation over episodes
+NORMALIZED_EVAL_METRICS = ("reward", "cost")
+
+
+def eval_key(prefix: str, metric: str, normalized: bool = False, std: bool = False) -> str:
+    """The release's name of an evaluation metric: ``eval_key("eval", "cost")`` is ``eval/Cost``,
+    ``eval_key("eval_star", "reward", normalized=True)`` is ``normalized_eval_star/Normalized_Reward``."""
+    if normalized:
+        return f"normalized_{prefix}/Normalized_{metric.capitalize()}"
+    return f"{prefix}/{metric.capitalize()}" + ("_std" if std else "")
+
+
+def eval_entries(prefix: str, scores: Dict[str, float]) -> Dict[str, float]:
+    """The logged evaluation metrics of one policy, from ``lspc.evaluation.summarize``'s scores."""
+    entries = {}
+    for metric in RAW_EVAL_METRICS:
+        entries[eval_key(prefix, metric)] = scores[metric]
+        entries[eval_key(prefix, metric, std=True)] = scores[f"{metric}_std"]
+    for metric in NORMALIZED_EVAL_METRICS:
+        entries[eval_key(prefix, metric, normalized=True)] = scores[f"normalized_{metric}"]
+    return entries
+
+
+def eval_value(row: Dict[str, Any], prefix: str, metric: str, normalized: bool = False) -> Optional[float]:
+    """An evaluation metric of a ``metrics.jsonl`` row under the release's name or the one runs logged
+    before it (``eval/reward``, ``normalized_eval/reward``); None when the row has neither."""
+    old_name = f"{'normalized_' if normalized else ''}{prefix}/{metric}"
+    for key in (eval_key(prefix, metric, normalized), old_name):
+        if key in row:
+            return row[key]
+    return None
+
+
+def is_eval_row(row: Dict[str, Any], prefix: str = "eval") -> bool:
+    """The row logs an evaluation of the policy under ``prefix`` (either naming)."""
+    return eval_value(row, prefix, "reward") is not None
 
 
 class RunLogger:

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import time
@@ -37,7 +38,7 @@ from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state,
                              save_checkpoint)
 from lspc.envs import make_env
 from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
-from lspc.run_logger import RunLogger, truncate_metrics
+from lspc.run_logger import RunLogger, eval_entries, truncate_metrics
 
 Metric = Union[torch.Tensor, float]
 LATEST = "model.pt"
@@ -296,8 +297,8 @@ def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
 
 
 def eval_log_entries(prefix: str, scores: Dict[str, float]) -> Dict[str, float]:
-    return {**{f"{prefix}/{m}": scores[m] for m in ("reward", "cost", "length")},
-            **{f"normalized_{prefix}/{m}": scores[f"normalized_{m}"] for m in ("reward", "cost")}}
+    """One policy's evaluation under the authors' release's names (``lspc.run_logger.eval_entries``)."""
+    return eval_entries(prefix, scores)
 
 
 def seed_all(seed: int) -> None:
@@ -312,6 +313,7 @@ def train(method: Method) -> str:
     """Train ``method`` as its config says; returns the run directory."""
     cfg = method.cfg
     device = torch.device(cfg.device)
+    created = _missing_dirs(run_dir_of(cfg))  # removed again if the run fails before it starts
     run_dir, lock, resume = open_run_dir(cfg)
     checkpoint_dir = os.path.join(run_dir, "checkpoint")
     resources: List[Any] = [lock]
@@ -338,15 +340,43 @@ def train(method: Method) -> str:
                 raise LSPCError(f"the run is already at step {start_step}; raise --max_timesteps to train further")
         truncate_metrics(run_dir, start_step)  # rows after the checkpoint are logged again
         atomic_write_bytes(os.path.join(run_dir, "config.yaml"), lambda f: f.write(method.config_yaml().encode()))
+        created = []  # the run has started: its directory stays whatever happens next
         logger = RunLogger(run_dir, method.config_dict(), project=cfg.project, group=cfg.group, name=cfg.name,
                            wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
         resources.append(logger)
         print(f"run_dir: {run_dir}", flush=True)
         _loop(method, agent, sampler, evaluator, env, logger, window, best, start_step, checkpoint_dir, resources)
+    except BaseException:
+        lock.close()
+        _remove_created(created)
+        raise
     finally:
         for resource in reversed(resources):
             resource.close()
     return run_dir
+
+
+def _missing_dirs(path: str) -> List[str]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_created(directories: List[str]) -> None:
+    """Remove the run directory made by a run that failed before its config was written (an early
+    error, such as a batch larger than the data or a failed download, leaves no empty run behind),
+    then its parents made with it while they are empty: another run may have been started in them since."""
+    if directories:
+        shutil.rmtree(directories[0], ignore_errors=True)
+    for directory in directories[1:]:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break
 
 
 def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, env: gym.Env, logger: RunLogger,
@@ -414,9 +444,15 @@ def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], metho
                      argv: Optional[List[str]] = None) -> None:
     """The exit contract every training script shares: bad input 2, divergence or a failed checkpoint
     write 1, a signal 128 + its number (after the checkpoint is written), with one line saying what
-    to do next."""
+    to do next. ``--print_config`` prints the resolved config as YAML and exits 0 without training."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    print_config = "--print_config" in argv
+    argv = [token for token in argv if token != "--print_config"]
     try:
         cfg = load_config_fn(argv)
+        if print_config:
+            print(method_cls(cfg).config_yaml(), end="")
+            return
         run_dir = train(method_cls(cfg))
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)

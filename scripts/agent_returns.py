@@ -29,14 +29,14 @@ from lspc.envs import check_task  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--cost_limit", type=float, required=True)
+    parser.add_argument("--task", required=True, help="the DSRL task the agent was trained on")
+    parser.add_argument("--cost_limit", type=float, required=True, help="the cost limit the agent was trained with")
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="checkpoints to roll out (default: five spread over training, the last included)")
-    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=3, help="episodes rolled out per checkpoint (default: 3)")
     parser.add_argument("--agent_algorithm", choices=tuple(ALGORITHMS), default=None,
                         help="default: the task's TASK_COLLECTION entry, else ppol")
-    parser.add_argument("--agent_seed", type=int, default=0)
+    parser.add_argument("--agent_seed", type=int, default=0, help="the seed the agent was trained with (default: 0)")
     parser.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
     return parser.parse_args(argv)
 

@@ -41,13 +41,14 @@ def method_for(name: str, task: str, dataset_path: str, device: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_path", required=True)
-    parser.add_argument("--task", default="OfflineBallRun-v0")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dataset_path", required=True, help="a DSRL-layout hdf5 file of --task")
+    parser.add_argument("--task", default="OfflineBallRun-v0", help="the DSRL task (default: OfflineBallRun-v0)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="methods to time (default: all)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per method (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (default: 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

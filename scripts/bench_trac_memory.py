@@ -59,12 +59,15 @@ def synthetic_data(trajectories: int, episode_len: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trajectories", type=int, default=2268)
-    parser.add_argument("--episode_len", type=int, default=1000)
-    parser.add_argument("--seg_ratio", type=float, default=trac.SEG_RATIOS[TASK])
-    parser.add_argument("--cost_limit", type=float, default=20.0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trajectories", type=int, default=2268,
+                        help="synthetic trajectories (default: PointButton1's 2268)")
+    parser.add_argument("--episode_len", type=int, default=1000, help="steps per trajectory (default: 1000)")
+    parser.add_argument("--seg_ratio", type=float, default=trac.SEG_RATIOS[TASK],
+                        help="TraC's segment length over the episode length (default: its value for PointButton1)")
+    parser.add_argument("--cost_limit", type=float, default=20.0,
+                        help="the threshold that labels segments safe or unsafe (default: 20)")
+    parser.add_argument("--device", default="cpu", help="where the sampler holds its data, cpu or cuda (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the synthetic data and the sampler (default: 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 

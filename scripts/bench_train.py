@@ -140,9 +140,12 @@ def random_batches(count: int, cfg: TrainConfig, state_dim: int, action_dim: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--task", default="OfflineBallRun-v0")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--task", default="OfflineBallRun-v0",
+                        help="the task whose observation and action sizes are used (default: OfflineBallRun-v0)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating measurement rounds of each trainer (default: 5)")
     parser.add_argument("--steps", type=int, default=50, help="steps per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="our step with torch.compile (TrainConfig.compile)")

@@ -38,7 +38,7 @@ from lspc.envs import check_task  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True)
+    parser.add_argument("--task", required=True, help="the DSRL task to collect")
     parser.add_argument("--behaviour", choices=("controller", "fsrl"), default=None,
                         help="default: controller for the Ball/Car tasks, fsrl otherwise")
     parser.add_argument("--episodes", type=int, default=None,
@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
                              "fsrl: episodes to roll out (before the cost cap and grid filter) "
                              "(default: 600, or the task's entry in lspc.behaviour.TASK_COLLECTION)")
     parser.add_argument("--out", required=True, help="output .hdf5 file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the episodes and the behaviour noise (default: 0)")
     parser.add_argument("--max_cost", type=float, default=None,
                         help="drop episodes costing more (default: DSRL's max episode cost, at least 2x the top threshold)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -65,8 +65,9 @@ def parse_args() -> argparse.Namespace:
                       help="training steps per checkpoint (default: 10000, or the task's TASK_COLLECTION entry)")
     fsrl.add_argument("--agent_episodes_per_collect", type=int, default=None,
                       help="episodes per policy update (default: 20, or the task's TASK_COLLECTION entry)")
-    fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128])
-    fsrl.add_argument("--agent_seed", type=int, default=0)
+    fsrl.add_argument("--agent_hidden_sizes", type=int, nargs="+", default=[128, 128],
+                      help="the agents' hidden layer widths (default: 128 128)")
+    fsrl.add_argument("--agent_seed", type=int, default=0, help="seeds the agents' training (default: 0)")
     fsrl.add_argument("--agent_cache", default=None, help="trained agents (default: ~/.lspc/agents)")
     fsrl.add_argument("--action_noise", type=float, default=0.3,
                       help="per episode, Gaussian action noise of a scale drawn from [0, this]")

@@ -44,7 +44,7 @@ def measure(task: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="random-action steps timed per task (default: 300)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of JSON lines")
     args = parser.parse_args()
     rows = []

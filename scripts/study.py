@@ -164,16 +164,18 @@ def draw(args: argparse.Namespace, planned: Dict[str, List[sweep.Run]]) -> List[
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--study", required=True, choices=list(STUDIES))
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--study", required=True, choices=list(STUDIES), help="which study (see above)")
+    parser.add_argument("--task", required=True, help="the DSRL task")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     parser.add_argument("--values", nargs="+", type=float, default=None, help="default: the study's own")
-    parser.add_argument("--logdir", default="studies", help="runs in <logdir>/<task>/runs/, figures in <logdir>/<task>/<study>/")
+    parser.add_argument("--logdir", default="studies",
+                        help="runs in <logdir>/<task>/runs/, figures in <logdir>/<task>/<study>/")
     parser.add_argument("--dataset_dir", help="use <dataset_dir>/<task>.hdf5 (as scripts/sweep.py)")
-    parser.add_argument("--max_timesteps", type=int)
-    parser.add_argument("--eval_every", type=int)
-    parser.add_argument("--eval_episodes", type=int)
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--max_timesteps", type=int, help="training steps of every run (default: LSPC's)")
+    parser.add_argument("--eval_every", type=int, help="steps between evaluations during training (default: LSPC's)")
+    parser.add_argument("--eval_episodes", type=int, help="episodes of the training evaluations and of eval_lspc.py")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="as scripts/sweep.py (default: local)")
     parser.add_argument("--jobs", type=int, help="runs at once (default: as scripts/sweep.py)")
     parser.add_argument("--extra", default="", help="more flags for every training command (one string)")
     parser.add_argument("--dry_run", action="store_true", help="list the runs and their commands, run nothing")

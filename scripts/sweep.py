@@ -98,12 +98,16 @@ def plan_runs(args: argparse.Namespace) -> List[Run]:
             kappas = cost_limits(task) if method in PER_THRESHOLD else cost_limits(task)[:1]
             script = ([os.path.join(ROOT, "train_lspc_iql.py")] if method == LSPC
                       else [BASELINE_SCRIPT, "--algo", method])
-            name = "lspc_iql" if method == LSPC else method  # the scripts' default run names
+            name = "lspc_iql" if method == LSPC else method  # the scripts' plain run names
             for seed in args.seeds:
                 for kappa in kappas:
-                    run_dir = os.path.join(logdir, f"{task}-cost-{kappa:g}", f"{name}-seed{seed}")
+                    # named explicitly: flags in --extra would otherwise enter the scripts' automatic names;
+                    # the sweep directory already tells the sweep's configurations apart
+                    run_name = f"{name}-seed{seed}"
+                    run_dir = os.path.join(logdir, f"{task}-cost-{kappa:g}", run_name)
                     train = [sys.executable, *script, "--task", task, "--seed", str(seed), "--cost_limit", f"{kappa:g}",
-                             "--logdir", logdir, *data, *schedule, *args.extra, *args.method_extra.get(method, [])]
+                             "--logdir", logdir, *data, *schedule, *args.extra, *args.method_extra.get(method, []),
+                             "--name", run_name]
                     evaluate = [sys.executable, os.path.join(ROOT, "eval_lspc.py"), "--path", run_dir, *eval_args]
                     label = f"{task} {method} seed {seed}" + (f" κ={kappa:g}" if len(kappas) > 1 else "")
                     runs.append(Run(task, method, seed, kappa, run_dir, tuple(train), tuple(evaluate),
@@ -277,10 +281,11 @@ def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wai
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="run the jobs on this machine or as a Slurm job array (default: local)")
     parser.add_argument("--tasks", nargs="+", default=[], help="DSRL tasks (added to those of --suite)")
     parser.add_argument("--suite", nargs="+", default=[], help=f"every task of these suites: {', '.join(SUITES)}")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
     parser.add_argument("--logdir", required=True, help="the sweep directory: runs, submitit logs, table.md/.csv")
     parser.add_argument("--dataset_dir", help="use <dataset_dir>/<task>.hdf5 as every run's --dataset_path")
@@ -288,20 +293,22 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="jobs running at once (default: local, cores / threads_per_job; slurm, all)")
     parser.add_argument("--threads_per_job", type=int, default=None,
                         help="OMP_NUM_THREADS and MKL_NUM_THREADS of a job (default 1; slurm: --slurm_cpus_per_job)")
-    parser.add_argument("--max_timesteps", type=int)
-    parser.add_argument("--eval_every", type=int)
+    parser.add_argument("--max_timesteps", type=int, help="every run's training steps (default: each method's own)")
+    parser.add_argument("--eval_every", type=int,
+                        help="steps between evaluations during training (default: each method's own)")
     parser.add_argument("--eval_episodes", type=int, help="episodes of the training evaluations and of eval_lspc.py")
     parser.add_argument("--extra", default="", help="more flags for every training command (one string)")
     parser.add_argument("--method_extra", action="append", default=[], metavar="METHOD=ARGS",
                         help="more flags for one method's training commands; repeatable")
     parser.add_argument("--eval_extra", default="", help="more flags for eval_lspc.py (e.g. --no_figures)")
     parser.add_argument("--local_gpus_per_job", type=int, default=0, help="local executor: GPUs visible to a job")
-    parser.add_argument("--slurm_partition")
+    parser.add_argument("--slurm_partition", help="slurm: the partition (default: the cluster's)")
     parser.add_argument("--slurm_time_min", type=int, default=24 * 60,
                         help="Slurm time limit per job; an unfinished run is requeued and resumes (default 1440)")
-    parser.add_argument("--slurm_gpus_per_job", type=int, default=0)
+    parser.add_argument("--slurm_gpus_per_job", type=int, default=0, help="slurm: GPUs per job (default: 0)")
     parser.add_argument("--slurm_cpus_per_job", type=int, default=None, help="default: --threads_per_job or 1")
-    parser.add_argument("--slurm_mem_gb", type=int, default=None)
+    parser.add_argument("--slurm_mem_gb", type=int, default=None,
+                        help="slurm: memory per job in GB (default: the partition's)")
     parser.add_argument("--no_wait", action="store_true", help="slurm: submit and exit")
     parser.add_argument("--dry_run", action="store_true", help="print what each run needs and the commands")
     parser.add_argument("--table_only", action="store_true", help="only write <logdir>/table.md and table.csv")

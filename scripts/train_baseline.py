@@ -4,7 +4,7 @@
         [--dataset_path P] [--seed S] [--cost_limit K] [--max_timesteps N] [--batch_size N]
         [--eval_every N] [--eval_episodes N] [--log_every N] [--checkpoint_every_minutes M] [--logdir D]
         [--name NAME] [--device cpu|cuda] [--wandb_mode offline|online|disabled] [--hidden_dim N]
-        [--hparam NAME=VALUE ...] [--prompt KAPPA=RETURN,COST ...] [--resume RUN_DIR]
+        [--hparam NAME=VALUE ...] [--prompt KAPPA=RETURN,COST ...] [--resume RUN_DIR] [--print_config]
 
 The first seven are osrl-lib's (``lspc/baselines.py`` is the adapter) with OSRL's default
 hyperparameters and schedule; FISOR and TraC are ours (``lspc/fisor.py``, ``lspc/trac.py``) with
@@ -16,7 +16,11 @@ threshold. BC-All, CDT and FISOR ignore it except for choosing the best checkpoi
 while training); CDT's ``--prompt`` adds or replaces the (target return, target cost) it is prompted
 with at a threshold.
 
-Writes <logdir>/<task>-cost-<cost_limit>/<algo>-seed<seed>/ (``--name`` replaces the last part):
+``--cost_limit`` defaults to the task's first DSRL threshold; ``--print_config`` prints the resolved
+config and exits.
+
+Writes <logdir>/<task>-cost-<cost_limit>/<algo>-seed<seed>/, with any non-default batch size,
+--hidden_dim, --hparam or --prompt in the name (``<algo>-hidden_dim32-seed0``; ``--name`` replaces it):
 config.yaml, metrics.jsonl, checkpoint/model.pt (latest) and checkpoint/model_best.pt
 (feasibility first), through the same loop as train_lspc_iql.py (lspc/training.py);
 ``--resume RUN_DIR`` continues bit for bit, and only the schedule, device and wandb flags may
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import sys
@@ -44,7 +49,7 @@ from lspc.cdt import parse_prompts, prompt_for  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 from lspc.run_logger import WANDB_MODES  # noqa: E402
 from lspc.training import run_training_cli  # noqa: E402
-from lspc_iql_configs import TASK_OVERRIDES, check_device  # noqa: E402
+from lspc_iql_configs import TASK_OVERRIDES, auto_name, check_device, field_help  # noqa: E402
 
 # flags a resumed run may change: they do not touch the model, its data or its random streams
 RESUMABLE = ("max_timesteps", "eval_every", "eval_episodes", "log_every", "checkpoint_every_minutes", "device",
@@ -58,21 +63,73 @@ class _Parser(argparse.ArgumentParser):
         raise LSPCError(message)
 
 
+# defaults that depend on the method or the task, so --help cannot show one value
+_VARYING_DEFAULTS = ("cost_limit", "max_timesteps", "batch_size", "eval_every", "eval_episodes")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                      argument_default=argparse.SUPPRESS)  # only the flags given appear: --resume compares them
-    parser.add_argument("--algo", help=f"one of {', '.join(ALGOS)}")
-    parser.add_argument("--task")
-    parser.add_argument("--dataset_path", help="a DSRL-layout hdf5 file (default: dsrl's download)")
-    for name in ("seed", "max_timesteps", "batch_size", "eval_every", "eval_episodes", "log_every", "hidden_dim"):
-        parser.add_argument(f"--{name}", type=int)
-    parser.add_argument("--cost_limit", type=float)
-    parser.add_argument("--checkpoint_every_minutes", type=float)
+    helps = field_help(BaselineConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(BaselineConfig)}
+
+    def add(name: str, kind: type = str) -> None:
+        default = defaults[name]
+        shown = (f" (default: {default})" if name not in _VARYING_DEFAULTS and default is not dataclasses.MISSING
+                 and default is not None else "")
+        parser.add_argument(f"--{name}", type=kind, help=helps[name] + shown)
+
+    add("algo")
+    add("task")
+    add("dataset_path")
+    for name in ("seed", "max_timesteps", "batch_size", "eval_every", "eval_episodes", "log_every"):
+        add(name, int)
+    add("cost_limit", float)
+    add("checkpoint_every_minutes", float)
     for name in ("logdir", "name", "device", "wandb_mode", "resume"):
-        parser.add_argument(f"--{name}")
+        add(name)
+    parser.add_argument("--hidden_dim", type=int, help="every hidden layer's width (CDT: its embedding width; "
+                        "FISOR: its critics' and its denoiser's); default: the method's own")
     parser.add_argument("--hparam", action="append", metavar="NAME=VALUE", help="one hyperparameter (a YAML value)")
     parser.add_argument("--prompt", action="append", metavar="KAPPA=RETURN,COST", help="CDT: its prompt at KAPPA")
+    # handled by lspc.training.run_training_cli before parsing; here for --help
+    parser.add_argument("--print_config", action="store_true",
+                        help="print the resolved config (the method's and the task's defaults applied) and exit")
     return parser
+
+
+def _parse_flags(argv: List[str]) -> Dict[str, Any]:
+    """The flags given, by name; an unknown one names the nearest known flag."""
+    parser = _parser()
+    given, unknown = parser.parse_known_args(argv)
+    for token in unknown:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0]
+            known = [option[2:] for action in parser._actions for option in action.option_strings
+                     if option.startswith("--")]
+            close = difflib.get_close_matches(name, known, n=1)
+            raise LSPCError(f"unknown flag --{name}" + (f"; did you mean --{close[0]}?" if close else ""))
+    if unknown:
+        raise LSPCError(f"unrecognized arguments: {' '.join(unknown)}")
+    return vars(given)
+
+
+def _name_changes(cfg: BaselineConfig, hidden_dim: Optional[int]) -> Dict[str, Any]:
+    """What differs from the method's defaults on the task, for the run name: --hidden_dim as given,
+    the batch size, and each hyperparameter that --hparam or --prompt changed (of a dict, its changed entries)."""
+    changes: Dict[str, Any] = {}
+    if cfg.batch_size != default_schedule(cfg.algo, cfg.task)["batch_size"]:
+        changes["batch_size"] = cfg.batch_size
+    if hidden_dim is not None:
+        changes["hidden_dim"] = hidden_dim
+    defaults = _hparams(cfg.algo, cfg.task, hidden_dim, [], [])
+    for key, value in cfg.hparams.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            value = {k: v for k, v in value.items() if default.get(k) != v}
+        if value != default and value != {}:
+            changes[key] = value
+    return changes
 
 
 def _hparams(algo: str, task: str, hidden_dim: Optional[int], overrides: List[str], prompts: List[str]) -> Dict[str, Any]:
@@ -103,7 +160,8 @@ def _hparams(algo: str, task: str, hidden_dim: Optional[int], overrides: List[st
 
 def load_config(argv: Optional[List[str]] = None) -> BaselineConfig:
     """The run's config from the command line (``sys.argv[1:]`` by default), checked."""
-    given = vars(_parser().parse_args(sys.argv[1:] if argv is None else argv))
+    given = _parse_flags(list(sys.argv[1:] if argv is None else argv))
+    given.pop("print_config", None)
     hidden_dim = given.pop("hidden_dim", None)
     overrides, prompts = given.pop("hparam", []), given.pop("prompt", [])
     if "resume" in given:
@@ -128,11 +186,13 @@ def load_config(argv: Optional[List[str]] = None) -> BaselineConfig:
         if given["algo"] not in ALGOS:
             raise LSPCError(f"unknown algo {given['algo']!r}; expected one of {', '.join(ALGOS)}")
         check_task(given["task"])
-        cfg = BaselineConfig(episode_len=TASK_OVERRIDES[given["task"]]["episode_len"],
+        task_defaults = TASK_OVERRIDES[given["task"]]
+        cfg = BaselineConfig(episode_len=task_defaults["episode_len"],
                              hparams=_hparams(given["algo"], given["task"], hidden_dim, overrides, prompts),
-                             **{**default_schedule(given["algo"], given["task"]), **given})
+                             **{**default_schedule(given["algo"], given["task"]),
+                                "cost_limit": task_defaults["cost_limit"], **given})
         cfg = dataclasses.replace(cfg, group=f"{cfg.task}-cost-{cfg.cost_limit:g}",
-                                  name=cfg.name or f"{cfg.algo}-seed{cfg.seed}")
+                                  name=cfg.name or auto_name(cfg.algo, cfg.seed, _name_changes(cfg, hidden_dim)))
     if cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     validate(cfg)

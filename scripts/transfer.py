@@ -69,13 +69,15 @@ def transfer_table(results: List[Dict]) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("run_dir")
-    parser.add_argument("--tasks", nargs="+", default=SUITES["metadrive"])
-    parser.add_argument("--eval_episodes", type=int, default=20)
-    parser.add_argument("--checkpoint", default="latest")
+    parser.add_argument("run_dir", help="a run directory written by train_lspc_iql.py or scripts/train_baseline.py")
+    parser.add_argument("--tasks", nargs="+", default=SUITES["metadrive"],
+                        help="tasks to evaluate on, the run's own included (default: the nine MetaDrive tasks)")
+    parser.add_argument("--eval_episodes", type=int, default=20, help="episodes per policy and task (default: 20)")
+    parser.add_argument("--checkpoint", default="latest", help="as eval_lspc.py --checkpoint (default: latest)")
     parser.add_argument("--policies", nargs="+", default=None, help="default: all of the run's")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the episode starts and the policies' noise (default: 0)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     try:
         results = transfer(args.run_dir, list(dict.fromkeys(args.tasks)), args.eval_episodes, args.checkpoint,

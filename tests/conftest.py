@@ -55,6 +55,8 @@ def tiny_args(dataset: str, logdir, **overrides) -> list:
                  batch_size=64, eval_every=10, log_every=5, eval_episodes=2, hidden_dim=32, latent_dim=8,
                  wandb_mode="disabled", device="cpu")
     flags.update(overrides)
+    # the plain run's name, which the tests look the run up by (tests/test_cli.py covers automatic names)
+    flags.setdefault("name", f"lspc_iql-seed{flags.get('seed', 0)}")
     return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
 
 

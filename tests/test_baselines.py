@@ -60,6 +60,8 @@ def flags(algo, dataset, logdir, **overrides):
     values = dict(algo=algo, task=TASK, dataset_path=dataset, logdir=str(logdir), max_timesteps=20, batch_size=64,
                   eval_every=10, log_every=5, eval_episodes=2, hidden_dim=32, wandb_mode="disabled", device="cpu")
     values.update(overrides)
+    # the plain run's name, which the tests look the run up by (tests/test_cli.py covers automatic names)
+    values.setdefault("name", f"{values['algo']}-seed{values.get('seed', 0)}")
     return [token for key, value in values.items() if value is not None
             for token in (f"--{key}", str(value))] + TINY_DATA_FLAGS.get(values["algo"], [])
 

@@ -128,7 +128,7 @@ def test_metadrive_safety_mask():
 def test_bullet_restriction_and_episode_lengths():
     # spec section 4: 0.6 for the Bullet tasks except AntRun, which keeps the base 0.25
     assert TrainConfig().vae_clamper == TrainConfig().max_latent_action == 0.25
-    assert set(TASK_OVERRIDES["OfflineAntRun-v0"]) == {"episode_len"}
+    assert set(TASK_OVERRIDES["OfflineAntRun-v0"]) == {"episode_len", "cost_limit"}
     ant_run = load_config(["--task", "OfflineAntRun-v0"])
     assert (ant_run.vae_clamper, ant_run.max_latent_action, ant_run.episode_len) == (0.25, 0.25, 200)
     for task in BULLET_WIDE:
@@ -234,7 +234,7 @@ def test_resume_returns_saved_config(run_dir, resume_flag):
     # everything else comes from the saved run, not from the defaults
     assert cfg == replace(saved, max_timesteps=500, resume=str(path))
     assert (cfg.task, cfg.latent_dim, cfg.seed, cfg.vae_clamper, cfg.name) == (
-        "OfflineCarRun-v0", 8, 3, 0.3, "lspc_iql-seed3")
+        "OfflineCarRun-v0", 8, 3, 0.3, "lspc_iql-latent_dim8-vae_clamper0.3-seed3")
 
 
 @pytest.mark.parametrize("argv", [["--task", "OfflineBallRun-v0"], ["--latent_dim", "16"]])
