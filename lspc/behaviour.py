@@ -52,7 +52,7 @@ PACKAGES = ("fast-safe-rl", "tianshou", "torch")  # versioned in the dataset's p
 _INSTALL_HINT = "FSRL behaviour agents need tianshou and numba; install them with `make install-collect`"
 
 
-# The collection settings behind the README's FSRL datasets, the defaults of scripts/collect_dataset.py
+# The collection settings behind the FSRL datasets of docs/data.md, the defaults of scripts/collect_dataset.py
 # for these tasks (a flag given on its command line wins). Episodes long or slow to simulate get fewer
 # episodes per policy update, so that the short budgets still make many updates; two agents (one
 # below the lowest threshold, one far above the highest) with their checkpoints span the cost range.

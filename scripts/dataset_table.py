@@ -1,4 +1,4 @@
-"""The statistics table of collected datasets (README "Datasets"), from their cards, with what each
+"""The statistics table of collected datasets (docs/data.md), from their cards, with what each
 card lacks against the coverage bar of a dataset made here.
 
     python scripts/dataset_table.py ~/.lspc/datasets/*.card.json [--out table.md] [--refresh]

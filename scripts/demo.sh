@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DATA_DIR=${DATA_DIR:-$HOME/.lspc/datasets}
-STEPS=${STEPS:-5000}  # past the early phase in which LSPC-O is still unsafe (README, Quick start)
+STEPS=${STEPS:-5000}  # past the early phase in which LSPC-O is still unsafe (docs/index.md, "The demo")
 DSRL_FILE=${DSRL_DATASET_DIR:-$HOME/.dsrl/datasets}/SafetyBallRun-v0-80-940.hdf5
 
 COLLECTED_FILE=$DATA_DIR/OfflineBallRun-v0.hdf5   # written by `make datasets`

@@ -12,6 +12,7 @@ A page never types a number that can go stale. It holds markers, and ``render`` 
     {{ fields: BaselineConfig }}            the fields of a baseline run's config.yaml
     {{ task_overrides }}                    lspc_iql_configs.TASK_OVERRIDES, one row per task
     {{ baseline_defaults }}                 each baseline's schedule and hyperparameters
+    {{ thresholds }}                        each suite's DSRL cost thresholds
     {{ cards: media/cards }}                scripts/dataset_table.py's table of the dataset cards there
     {{ value: n_tasks }}                    a count read from the code (see ``code_values``)
     {{ default: TrainConfig.eval_every }}   a config field's default
@@ -220,6 +221,12 @@ def task_overrides() -> str:
     return markdown_table(["task", "suite"] + [f"`{c}`" for c in columns], rows)
 
 
+def thresholds() -> str:
+    from lspc.envs import SUITES, cost_limits
+    rows = [[suite, len(tasks), ", ".join(f"{k:g}" for k in cost_limits(tasks[0]))] for suite, tasks in SUITES.items()]
+    return markdown_table(["suite", "tasks", "thresholds κ"], rows)
+
+
 def baseline_defaults() -> str:
     from lspc.baselines import ALGOS, default_hparams, default_schedule
     bullet, metadrive = "OfflineBallRun-v0", "OfflineMetadrive-easysparse-v0"
@@ -271,6 +278,8 @@ def render_marker(kind: str, argument: Optional[str], style: Optional[str]) -> s
         raise DocsError(f"unknown config class {argument!r}")
     if kind == "task_overrides":
         return task_overrides()
+    if kind == "thresholds":
+        return thresholds()
     if kind == "baseline_defaults":
         return baseline_defaults()
     if kind == "cards":
