@@ -16,7 +16,8 @@ behaviour-cloned reference does) separates the two labels:
      desirable ones pushed up, undesirable ones down, each weighted by its segment weight and the
      undesirable ones also by eta * #desirable / #undesirable of the batch; a fresh Adam whose lr
      warms up linearly from 0 to ``trac_lr`` over ``warmup_steps`` updates.
-The threshold changes the labels, so there is one policy per (task, seed, threshold).
+The threshold changes the labels, so there is one policy per (task, seed, threshold). A budget of
+max_timesteps <= bc_steps is refused (``check_config``): it would be plain behaviour cloning.
 
 Facts from the authors' code (github.com/zgong11/TraC: ``research/datasets/feedback_buffer.py``,
 ``research/algs/trac.py``, ``configs/trac_*.yaml``, ``scripts/run_*.sh``); what differs, and why:
@@ -151,9 +152,14 @@ def check_hparams(task: str, hparams: Dict[str, Any]) -> None:
 
 
 def check_config(cfg: Any) -> None:
-    """A one-line LSPCError for a run config TraC cannot train with (before anything is written)."""
+    """A one-line LSPCError for a run config TraC cannot train with (before anything is written),
+    a budget with no classification step among them: that run would be plain behaviour cloning."""
     check_hparams(cfg.task, cfg.hparams)
     segment_length(cfg.episode_len, cfg.hparams["seg_ratio"])
+    bc_steps = cfg.hparams["bc_steps"]
+    if cfg.max_timesteps <= bc_steps:
+        raise LSPCError(f"trac: max_timesteps {cfg.max_timesteps} <= bc_steps {bc_steps} would train behaviour cloning "
+                        f"only (TraC classifies after bc_steps); raise --max_timesteps or lower --hparam bc_steps=N")
 
 
 def segment_length(episode_len: int, seg_ratio: float) -> int:

@@ -50,7 +50,33 @@ MUTANTS: Dict[str, List[Mutant]] = {
         (FISOR, "qh = self.reach_q_target(states, candidates).max(dim=0)", "qh = self.reach_q_target(states, candidates).min(dim=0)",
          "acting: min over the reachability heads"),
     ],
-    "trac": [],
+    "trac": [
+        (TRAC, "self.actor.eval()\n        return self.actor(obs)", "self.actor.train()\n        return self.actor(obs)",
+         "acting with dropout on"),
+        (TRAC, "return self.actor(obs).clamp(self.low, self.high)", "return self.actor(obs)",
+         "acting: no clamp to the action box"),
+        (TRAC, "log_pi_ref = log_prob(self.reference, obs, actions)", "log_pi_ref = log_prob(self.actor, obs, actions)",
+         "scores against the online actor, not the frozen reference"),
+        (TRAC, "segment_scores(log_pi, log_pi_ref, self.alpha, self.discounts)",
+         "segment_scores(log_pi, log_pi_ref, self.alpha, torch.ones_like(self.discounts))",
+         "segment score not discounted"),
+        (TRAC, "(self.step - self.bc_steps + 1) / self.warmup_steps", "(self.step - self.bc_steps) / self.warmup_steps",
+         "warm-up off by one (first classification step at lr 0)"),
+        (TRAC, "        self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=0.0)\n", "",
+         "no fresh Adam at the switch (BC's moments carry over)"),
+        (TRAC, "return -(actor(obs) - actions).square().sum(-1)", "return -(actor(obs) - actions).square().mean(-1)",
+         "log pi: mean over action dims instead of the sum"),
+        (TRAC, "loss = -(coef * weight * log_lik).mean()", "loss = -(coef * log_lik).mean()",
+         "segment weights dropped from the loss"),
+        (TRAC, "undesirable_coef = eta * y.sum() / n_undesirable.clamp(min=1)",
+         "undesirable_coef = eta * n_undesirable / y.sum().clamp(min=1)", "undesirable coefficient inverted"),
+        (TRAC, "if self.step == self.bc_steps:", "if self.step == self.bc_steps + 1:",
+         "reference frozen one step late"),
+        (TRAC, 'self.alpha, self.eta = float(h["alpha"]), float(h["eta"])',
+         'self.alpha, self.eta = float(h["eta"]), float(h["alpha"])', "alpha and eta swapped"),
+        (TRAC, "classifying = self.step >= self.bc_steps", "classifying = self.step > self.bc_steps",
+         "one BC step too many before classifying"),
+    ],
     "lspc": [],
 }
 TESTS = {"fisor": ("tests/test_fisor.py", "tests/test_reference_fisor.py"),
@@ -100,7 +126,8 @@ def main(methods: List[str]) -> int:
                     with open(path, "w", encoding="utf-8") as f:
                         f.write(original)
                 escaped += verdicts[1].startswith("passes")
-                print(f"| {number} | {description}: `{text}` -> `{replacement}` | {verdicts[0]} | {verdicts[1]} |",
+                shown = [" ".join(part.split()) or "(deleted)" for part in (text, replacement)]
+                print(f"| {number} | {description}: `{shown[0]}` -> `{shown[1]}` | {verdicts[0]} | {verdicts[1]} |",
                       flush=True)
     return 1 if escaped else 0
 

@@ -115,6 +115,27 @@ def plan_runs(args: argparse.Namespace) -> List[Run]:
     return runs
 
 
+def check_trac_budgets(runs: Sequence[Run]) -> None:
+    """TraC's training commands checked as scripts/train_baseline.py checks them, before anything is
+    submitted (LSPCError): a budget of at most bc_steps is refused there, not scaled, since such a run
+    would be plain behaviour cloning. Prints each task's split of TraC's steps."""
+    trac_runs = [run for run in runs if run.method == "trac"]
+    if not trac_runs:
+        return
+    import train_baseline  # imports torch: only for a sweep with TraC
+
+    splits: Dict[str, Tuple[int, int]] = {}
+    for run in trac_runs:
+        try:
+            cfg = train_baseline.load_config(list(run.train_cmd[2:]))
+        except LSPCError as err:
+            raise LSPCError(f"{run.label}: {err}") from None
+        splits.setdefault(run.task, (cfg.hparams["bc_steps"], cfg.max_timesteps))
+    for task, (bc_steps, total) in splits.items():
+        print(f"trac on {task}: {bc_steps} behaviour-cloning steps, then {total - bc_steps} classification steps "
+              "(a budget of at most bc_steps is refused, not scaled)")
+
+
 def evaluated(run: Run) -> bool:
     """eval/results.json is newer than the latest checkpoint."""
     checkpoint, results = (os.path.join(run.run_dir, *parts) for parts in (("checkpoint", "model.pt"),
@@ -429,6 +450,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(0 if write_table(args.logdir) else 1)
 
     runs = plan_runs(args)
+    try:
+        check_trac_budgets(runs)
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     failures = run_all(args, runs, args.logdir, f"then the table in {os.path.join(args.logdir, 'table.md')}")
     if failures is None:  # a dry run, or Slurm without waiting
         return
