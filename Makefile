@@ -49,7 +49,7 @@ demo: install  ## train and evaluate LSPC on BallRun on the CPU, a few minutes
 # Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
 # TASKS names others, e.g. `make datasets TASKS="OfflineDroneRun-v0"`: tasks without a controller get
 # FSRL behaviour agents (trained once, cached in ~/.lspc/agents) and need `make install-collect`; their
-# settings default to the task's entry in lspc.behaviour.TASK_COLLECTION (those of the README's datasets).
+# settings default to the task's entry in lspc.behaviour.TASK_COLLECTION (docs/data.md's datasets).
 # DATASET_EPISODES sets --episodes (default 600, or the task's entry); COLLECT_FLAGS passes more flags,
 # e.g. COLLECT_FLAGS="--agent_steps 1000000 --cost_limits 5 20 80".
 DATA_DIR ?= $(HOME)/.lspc/datasets

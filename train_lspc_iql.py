@@ -9,8 +9,8 @@ One file, top to bottom like the paper:
      LSPC-O (reward-optimized latent encoder), plus the unrestricted CVAE policy;
   5. what the shared training loop (``lspc/training.py``: run directory, evaluation schedule,
      checkpoints, resume, faults) needs from LSPC, and ``main``.
-The spec (shared LSPC_SPEC.md) lists where the authors' release and the paper differ and which
-behaviour we follow; the README has the short table.
+docs/differences.md lists where the authors' release and the paper differ and which behaviour we
+follow.
 
     python train_lspc_iql.py --task OfflineBallRun-v0 --dataset_path data.hdf5
 """
