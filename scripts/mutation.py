@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results", "mutation")
 SURVIVORS_TOML = os.path.join(RESULTS, "survivors.toml")
 DEFAULT_WORKDIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "lspc-mutation")
+TESTS_RECORD = ".mutation-tests.json"  # in each copy: the tests of its last run
 
 # The tests each file's mutants run against: those that exercise the file and take seconds, not
 # minutes, because every mutant reruns them (a few hundred mutants per file). The multi-minute
@@ -68,12 +69,15 @@ TARGETS: Dict[str, List[str]] = {
         "tests/test_baselines.py::test_metrics_window_averages_and_names_the_first_non_finite_statistic",
         "tests/test_baselines.py::test_bad_input_one_line_error_and_nothing_written",
     ],
+    # the quick ones first: pytest -x stops at the first failure, so most mutants die in seconds
     "lspc/evaluation.py": [
-        "tests/test_eval.py",  # seeded episodes, vector modes, normalized scores, eval_lspc's results
         "tests/test_losses.py::test_better_than",  # feasibility-first model selection
-        "tests/test_mutation_gaps.py",
+        "tests/test_mutation_gaps.py",  # summaries and errors by hand
+        "tests/test_eval.py",  # seeded episodes, vector modes, normalized scores, eval_lspc's results
+        "tests/test_cdt.py::test_batched_stateful_policy_equals_osrls_one_episode_rollout",  # an EpisodicPolicy
     ],
     "lspc/data.py": [
+        "tests/test_mutation_gaps.py",  # the transition buffer and the dataset checks by hand
         "tests/test_data.py",  # density grid filter
         "tests/test_experiments.py::test_data_ratio_keeps_whole_trajectories_and_is_seeded",
         "tests/test_experiments.py::test_data_ratio_through_load_dataset_and_the_config",
@@ -83,7 +87,6 @@ TARGETS: Dict[str, List[str]] = {
         "tests/test_bad_input.py::test_dataset_with_nan",
         "tests/test_bad_input.py::test_missing_dataset_file",
         "tests/test_download.py::test_load_dataset_fetches_through_the_fallback",  # no dataset_path: fetched
-        "tests/test_mutation_gaps.py",
     ],
 }
 # tests written beside these (issue 27's defaults tables) that check every method's settings
@@ -119,7 +122,7 @@ def copy_tree(dest: str) -> None:
                             check=True, capture_output=True).stdout.decode().split("\0")
     if os.path.isdir(dest):
         for entry in os.listdir(dest):
-            if entry != ".mutmut-cache":
+            if entry not in (".mutmut-cache", TESTS_RECORD):
                 target = os.path.join(dest, entry)
                 shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
     for name in filter(None, listed):
@@ -149,6 +152,8 @@ def run(paths: List[str], workdir: str) -> None:
         tests, dest = tests_for(path), os.path.join(workdir, slug(path))
         print(f"== {path}: mutants tested with {' '.join(tests)} in {dest}", flush=True)
         copy_tree(dest)
+        with open(os.path.join(dest, TESTS_RECORD), "w") as f:  # what the report says the mutants ran against
+            json.dump(tests, f)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
         # exit status: a bit set per kind of surviving mutant; the report tells them apart
         code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env).returncode
@@ -184,6 +189,8 @@ def load_verdicts() -> List[dict]:
 
 
 def file_report(path: str, dest: str, verdicts: List[dict]) -> dict:
+    with open(os.path.join(dest, TESTS_RECORD)) as f:
+        tests = json.load(f)
     db = sqlite3.connect(os.path.join(dest, ".mutmut-cache"))
     rows = db.execute("SELECT m.id, m.status, l.line_number, l.line, m.'index' FROM Mutant m JOIN Line l ON "
                       "m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id WHERE s.filename = ? "
@@ -220,7 +227,7 @@ def file_report(path: str, dest: str, verdicts: List[dict]) -> dict:
     detected = counts["killed"] + counts["suspicious"] + counts["timeout"]
     tested = len(rows) - counts["skipped"] - counts["untested"]
     return {
-        "file": path, "tests": tests_for(path), "mutmut": "mutmut 2.5.1, string and f-string mutants off",
+        "file": path, "tests": tests, "mutmut": "mutmut 2.5.1, string and f-string mutants off",
         "mutants": len(rows), "counts": counts, "equivalent": equivalent,
         "score": round(detected / (tested - equivalent), 4) if tested > equivalent else None,
         "complete": counts["untested"] == 0,
