@@ -7,6 +7,7 @@ Field names follow the authors' release where it has one (its users' commands ke
 
 import argparse
 import difflib
+import functools
 import os
 import re
 import sys
@@ -238,8 +239,38 @@ def _yaml_keys(path: str) -> List[str]:
     return list(content)
 
 
+@functools.lru_cache(maxsize=None)
+def _docstring_help(config_class: Type) -> Dict[str, str]:
+    return {wrapper.name: wrapper.help or "" for wrapper in pyrallis.wrappers.DataclassWrapper(config_class).fields}
+
+
+def field_help(config_class: Type) -> Dict[str, str]:
+    """Each field of a config dataclass and its help, as pyrallis builds it for --help (the docstring
+    under the field, else the comment above it, else its inline comment), whitespace collapsed."""
+    return {name: " ".join(text.split()) for name, text in _docstring_help(config_class).items()}
+
+
+class _FieldWrapper(pyrallis.wrappers.FieldWrapper):
+    """pyrallis's own help text, read once per class: pyrallis re-reads the class's source for every
+    field at every parse (a second per command line)."""
+
+    @property
+    def help(self) -> str:
+        return _docstring_help(self.parent.dataclass)[self.name]
+
+    @help.setter
+    def help(self, value: str) -> None:
+        raise AttributeError("the help of a config field is its docstring")
+
+
+class _ArgumentParser(pyrallis.argparsing.ArgumentParser):
+    def set_dataclass(self, dataclass, prefix="", default=None, dataclass_wrapper_class=None) -> None:
+        super().set_dataclass(dataclass, prefix, default,
+                              functools.partial(pyrallis.wrappers.DataclassWrapper, field_wrapper_class=_FieldWrapper))
+
+
 def _parser() -> pyrallis.argparsing.ArgumentParser:
-    parser = pyrallis.argparsing.ArgumentParser(config_class=TrainConfig, description=DESCRIPTION)
+    parser = _ArgumentParser(config_class=TrainConfig, description=DESCRIPTION)
     # handled by lspc.training.run_training_cli before parsing; here for --help
     parser.add_argument("--print_config", action="store_true", default=argparse.SUPPRESS,
                         help="print the resolved config (the task's defaults applied) as YAML and exit")
@@ -251,13 +282,6 @@ def _parse(argv: Sequence[str]) -> TrainConfig:
         return _parser().parse_args(list(argv))
     except pyrallis.utils.ParsingError as err:
         raise LSPCError(str(err).splitlines()[0]) from None
-
-
-def field_help(config_class: Type) -> Dict[str, str]:
-    """Each field of a config dataclass and its help, as pyrallis builds it for --help (the docstring
-    under the field, else the comment above it, else its inline comment), whitespace collapsed."""
-    return {wrapper.name: " ".join((wrapper.help or "").split())
-            for wrapper in pyrallis.wrappers.DataclassWrapper(config_class).fields}
 
 
 def _name_value(value: Any) -> str:

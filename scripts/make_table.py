@@ -7,12 +7,15 @@ threshold and every seed of the task, as in DSRL and the paper; then, for a suit
 tasks, the average over its tasks. Methods side by side in the paper's order: BC-All, BC-Safe, CDT,
 BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, FISOR, TraC, LSPC-S, LSPC-O, then the CVAE and any other. LSPC,
 BC-All, CDT and FISOR runs are scored at every threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE
-and TraC runs (one per threshold) only at their own, so the check is per method: every seed must
-cover the same thresholds. Cells of safe methods
-(normalized cost <= 1, decided on the unrounded mean) are bold; the safe method with the highest
-reward is marked with a star. Writes <out>.md, <out>.csv (unrounded values) and <out>.png (the
-table drawn as the papers show it: safe cells bold, unsafe grey, the best safe method highlighted)
-and prints the markdown.
+and TraC runs (one per threshold) only at their own. Every method is expected at every (seed,
+threshold) that any method ran at for the task: an incomplete sweep is shown as such, never ranked
+silently. A method's cell averages the cells that ran, marked (ran/expected) when some did not; a
+method with none is "missing"; the missing (method, seed, threshold) cells are listed under the
+table. Cells of safe methods (normalized cost <= 1, decided on the unrounded mean) are bold; the
+safe method with the highest reward is marked with a star, only in rows where every method covers
+the same cells. Writes <out>.md, <out>.csv (unrounded values, each method's cells count and the
+missing cells) and <out>.png (the table drawn as the papers show it: safe cells bold, unsafe grey,
+the best safe method highlighted, incomplete rows named so) and prints the markdown.
 """
 from __future__ import annotations
 
@@ -87,8 +90,7 @@ def _kappas(kappas: Iterable[float]) -> str:
 
 def _coverage(task: str, runs: Sequence[Dict]) -> Dict[str, Dict[str, Dict[float, Dict]]]:
     """method -> seed label -> threshold -> its scores, refusing a (method, seed, threshold) scored
-    by two runs (two sweeps or configurations mixed) and seeds of a method that cover different
-    thresholds (a missing run would bias the mean)."""
+    by two runs (two sweeps or configurations mixed)."""
     coverage: Dict[str, Dict[str, Dict[float, Dict]]] = defaultdict(lambda: defaultdict(dict))
     source: Dict[Tuple[str, str, float], str] = {}
     for r in runs:
@@ -102,43 +104,55 @@ def _coverage(task: str, runs: Sequence[Dict]) -> Dict[str, Dict[str, Dict[float
                                     f"{source[key]} and {r['run']}; pass one of them")
                 source[key] = r["run"]
                 coverage[method][seed][float(kappa)] = scores
-    for method, by_seed in coverage.items():
-        every = set().union(*by_seed.values())
-        missing = {seed: every - set(kappas) for seed, kappas in by_seed.items() if set(kappas) != every}
-        if missing:
-            covered = "; ".join(f"{seed} at {_kappas(kappas)}" for seed, kappas in sorted(by_seed.items()))
-            lacking = "; ".join(f"{seed} at {_kappas(kappas)}" for seed, kappas in sorted(missing.items()))
-            raise LSPCError(f"the {method} runs of {task} were scored at different thresholds ({covered}): "
-                            f"missing {lacking}; train and evaluate those runs, or score alike "
-                            "(eval_lspc.py --cost_limits)")
     return coverage
 
 
-def _task_row(task: str, runs: Sequence[Dict]) -> Dict:
+def _task_row(task: str, runs: Sequence[Dict], methods: Sequence[str]) -> Dict:
+    """The task's cells over every (seed, threshold) that ran. Every method of the table is expected at
+    every seed and threshold any method of the task ran at; what it lacks is listed in ``missing``, and
+    its cell (if any ran) is the mean over what did."""
     coverage = _coverage(task, runs)
-    cells, seeds, thresholds = {}, {}, set()
-    for method in _order(coverage):
-        scores = [s for by_kappa in coverage[method].values() for s in by_kappa.values()]
-        cells[method] = (_mean([s["normalized_reward"] for s in scores]), _mean([s["normalized_cost"] for s in scores]))
-        seeds[method] = len(coverage[method])
-        thresholds |= set(next(iter(coverage[method].values())))
-    return {"task": task, "suite": check_task(task), "runs": len(runs), "seeds": seeds,
-            "thresholds": sorted(thresholds), "cells": cells}
+    seeds_all = sorted({seed for by_seed in coverage.values() for seed in by_seed})
+    thresholds = sorted({kappa for by_seed in coverage.values() for kappas in by_seed.values() for kappa in kappas})
+    cells, seeds, cell_counts, missing = {}, {}, {}, {}
+    for method in methods:
+        by_seed = coverage.get(method, {})
+        scores = [s for by_kappa in by_seed.values() for s in by_kappa.values()]
+        lacking = [(seed, kappa) for seed in seeds_all for kappa in thresholds if kappa not in by_seed.get(seed, {})]
+        cell_counts[method] = (len(scores), len(seeds_all) * len(thresholds))
+        if lacking:
+            missing[method] = lacking
+        if scores:
+            cells[method] = (_mean([s["normalized_reward"] for s in scores]),
+                             _mean([s["normalized_cost"] for s in scores]))
+            seeds[method] = len(by_seed)
+    return {"task": task, "suite": check_task(task), "runs": len(runs), "seeds": seeds, "seed_count": len(seeds_all),
+            "thresholds": thresholds, "cells": cells, "cell_counts": cell_counts, "missing": missing}
 
 
-def _average_row(suite: str, rows: Sequence[Dict]) -> Dict:
-    """The paper's suite average: the mean over tasks of the task cells (methods present in every task)."""
-    methods = [m for m in _order(m for row in rows for m in row["cells"]) if all(m in row["cells"] for row in rows)]
+def _average_row(suite: str, rows: Sequence[Dict], methods: Sequence[str]) -> Dict:
+    """The paper's suite average: per method, the mean over the tasks it has cells in; a method
+    missing cells in any task of the suite is incomplete here too."""
+    cells, cell_counts, missing = {}, {}, {}
+    for m in methods:
+        present = [row for row in rows if m in row["cells"]]
+        if present:
+            cells[m] = (_mean([row["cells"][m][0] for row in present]), _mean([row["cells"][m][1] for row in present]))
+        cell_counts[m] = tuple(sum(row["cell_counts"][m][i] for row in rows) for i in (0, 1))
+        lacking = [(row["task"], seed, kappa) for row in rows for seed, kappa in row["missing"].get(m, [])]
+        if lacking:
+            missing[m] = lacking
     return {"task": f"average ({suite})", "suite": suite, "runs": sum(row["runs"] for row in rows), "seeds": {},
-            "thresholds": [],
-            "cells": {m: (_mean([row["cells"][m][0] for row in rows]), _mean([row["cells"][m][1] for row in rows]))
-                      for m in methods}}
+            "seed_count": None, "thresholds": [], "cells": cells, "cell_counts": cell_counts, "missing": missing,
+            "average": True}
 
 
 def build_rows(result_files: Sequence[str]) -> List[Dict]:
     """One row per task, suite by suite, each suite with several tasks followed by its average.
-    A row's ``cells`` map a method to (normalized reward, normalized cost); ``best`` is the safe
-    method with the highest reward, or None."""
+    A row's ``cells`` map a method to (normalized reward, normalized cost) over the (seed, threshold)
+    cells that ran, ``cell_counts`` to (cells that ran, cells expected), ``missing`` to what did not
+    run; ``best`` is the safe method with the highest reward, or None: also when the methods do not
+    cover the same cells, since their means would then average different runs."""
     by_task: Dict[str, List[Dict]] = defaultdict(list)
     seen_runs: Dict[str, str] = {}
     for path in result_files:
@@ -148,13 +162,14 @@ def build_rows(result_files: Sequence[str]) -> List[Dict]:
             raise LSPCError(f"{seen_runs[run]} and {path} are both results of the run {run}; pass one of them")
         seen_runs[run] = path
         by_task[results["task"]].append(results)
+    methods = _order(m for runs in by_task.values() for r in runs for m in r["policies"])
     rows = []
     for suite in SUITES:
-        suite_rows = [_task_row(task, by_task[task]) for task in sorted(by_task) if check_task(task) == suite]
-        rows += suite_rows + ([_average_row(suite, suite_rows)] if len(suite_rows) > 1 else [])
+        suite_rows = [_task_row(task, by_task[task], methods) for task in sorted(by_task) if check_task(task) == suite]
+        rows += suite_rows + ([_average_row(suite, suite_rows, methods)] if len(suite_rows) > 1 else [])
     for row in rows:
         safe = {m: reward for m, (reward, cost) in row["cells"].items() if cost <= 1.0}
-        row["best"] = max(safe, key=safe.get) if safe else None
+        row["best"] = max(safe, key=safe.get) if safe and not row["missing"] else None
     return rows
 
 
@@ -167,7 +182,7 @@ def protocol_note(rows: Sequence[Dict]) -> str:
     methods = _order(m for row in rows for m in row["cells"])
     per_kappa = [_label(m) for m in methods if m in PER_THRESHOLD]
     per_seed = [_label(m) for m in methods if m not in PER_THRESHOLD]
-    counts = sorted({n for row in rows for n in row["seeds"].values()})
+    counts = sorted({row["seed_count"] for row in rows if row["seed_count"] is not None})
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     kappas = {}
     for row in rows:
@@ -183,38 +198,67 @@ def protocol_note(rows: Sequence[Dict]) -> str:
     return note
 
 
+def _cells_note(row: Dict, method: str) -> str:
+    """" (4/6)" after a cell that averages fewer (seed, threshold) cells than expected, else ""."""
+    ran, expected = row["cell_counts"][method]
+    return f" ({ran}/{expected})" if ran < expected else ""
+
+
+def missing_lines(rows: Sequence[Dict]) -> List[str]:
+    """Per task and method, the (seed, threshold) cells that did not run."""
+    lines = []
+    for row in rows:
+        if row.get("average"):
+            continue
+        for method, lacking in row["missing"].items():
+            by_seed: Dict[str, List[float]] = defaultdict(list)
+            for seed, kappa in lacking:
+                by_seed[seed].append(kappa)
+            cells = "; ".join(f"{seed} at κ {_kappas(kappas)}" for seed, kappas in sorted(by_seed.items()))
+            lines.append(f"- {row['task']}, {_label(method)}: missing {cells}")
+    return lines
+
+
 def markdown(rows: Sequence[Dict]) -> str:
-    methods = _order(m for row in rows for m in row["cells"])
+    methods = _order(m for row in rows for m in row["cell_counts"])
     header = ["task"] + [f"{_label(m)} {what}" for m in methods for what in ("reward ↑", "cost ↓")] + ["runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["task"]]
         for m in methods:
             if m not in row["cells"]:
-                cells += ["–", "–"]
+                cells += ["missing", "missing"]
                 continue
             reward, cost = (f"{v:.2f}" for v in row["cells"][m])
             if row["cells"][m][1] <= 1.0:
                 reward, cost = f"**{reward}**", f"**{cost}**"
-            cells += [reward + (f" {BEST}" if m == row["best"] else ""), cost]
+            cells += [reward + (f" {BEST}" if m == row["best"] else "") + _cells_note(row, m), cost]
         lines.append("| " + " | ".join(cells + [str(row["runs"])]) + " |")
     lines += ["", "Normalized reward and cost (DSRL), averaged over the thresholds and seeds of each task; "
-              f"**bold**: safe (normalized cost <= 1); {BEST}: the safe method with the highest reward.",
-              "", protocol_note(rows)]
+              f"**bold**: safe (normalized cost <= 1); {BEST}: the safe method with the highest reward."]
+    missing = missing_lines(rows)
+    if missing:
+        lines += ["", "Incomplete: every method is expected at every seed and threshold that any method ran at for "
+                  "the task. A cell marked (ran/expected) averages only the cells that ran, and no "
+                  f"{BEST} is given in a row whose methods do not cover the same cells.", *missing]
+    lines += ["", protocol_note(rows)]
     return "\n".join(lines) + "\n"
 
 
 def csv_text(rows: Sequence[Dict]) -> str:
-    methods = _order(m for row in rows for m in row["cells"])
+    methods = _order(m for row in rows for m in row["cell_counts"])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["task", "runs", "seeds", "thresholds"]
-                    + [f"{m}_normalized_{what}" for m in methods for what in ("reward", "cost")] + ["best_safe"])
+                    + [f"{m}_{what}" for m in methods for what in ("normalized_reward", "normalized_cost", "cells")]
+                    + ["best_safe", "missing"])
     for row in rows:
-        values = [v for m in methods for v in row["cells"].get(m, ("", ""))]
-        writer.writerow([row["task"], row["runs"], max(row["seeds"].values(), default=""),
+        values = [v for m in methods for v in (*row["cells"].get(m, ("", "")), "{}/{}".format(*row["cell_counts"][m]))]
+        missing = "; ".join(" ".join([m, *map(str, cell[:-1]), f"κ={cell[-1]:g}"])
+                            for m, lacking in row["missing"].items() for cell in lacking)
+        writer.writerow([row["task"], row["runs"], row["seed_count"] if row["seed_count"] is not None else "",
                          " ".join(f"{k:g}" for k in row["thresholds"])]
-                        + values + [row["best"] or ""])
+                        + values + [row["best"] or "", missing])
     return out.getvalue()
 
 
@@ -223,11 +267,12 @@ def write_table(paths: Sequence[str], out: str) -> str:
     figure <out>.png; returns the markdown. Raises LSPCError on bad or inconsistent results."""
     rows = build_rows(find_results(paths))
     table = markdown(rows)
-    methods = _order(m for row in rows for m in row["cells"])
+    methods = _order(m for row in rows for m in row["cell_counts"])
     try:
         for suffix, text in ((".md", table), (".csv", csv_text(rows))):
             atomic_write_bytes(out + suffix, lambda f, text=text: f.write(text.encode("utf-8")))
-        plot_results_table([row["task"] for row in rows], [_label(m) for m in methods],
+        plot_results_table([row["task"] + (" (incomplete)" if row["missing"] else "") for row in rows],
+                           [_label(m) for m in methods],
                            [{_label(m): cell for m, cell in row["cells"].items()} for row in rows],
                            [_label(row["best"]) if row["best"] else None for row in rows], out + ".png")
     except OSError as err:

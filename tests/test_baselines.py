@@ -40,7 +40,8 @@ TRAIN_KEYS = {
               "zero_weight_fraction", "feasible_fraction", "q_mean", "v_mean", "qh_mean", "vh_mean"},
     "trac": {"bc_loss", "trac_loss", "accuracy", "lr", "trac_phase"},
 }
-EVAL_KEYS = {"eval/reward", "eval/cost", "eval/length", "normalized_eval/reward", "normalized_eval/cost"}
+EVAL_KEYS = {"eval/Reward", "eval/Cost", "eval/Length", "eval/Reward_std", "eval/Cost_std", "eval/Length_std",
+             "normalized_eval/Normalized_Reward", "normalized_eval/Normalized_Cost"}  # the release's names
 TIME_KEYS = {"time/train_steps_per_s", "time/eval_s", "time/eval_share", "time/checkpoint_s", "time/checkpoint_share"}
 # the tiny file is too small for CDT's Pareto augmentation (its grid filter keeps no trajectory); FISOR's critics
 # train on a part of the batch (256 by default, more than the tests' 64); TraC switches
@@ -150,18 +151,18 @@ def test_run_directory_config_and_checkpoint(runs):
 def test_metrics_are_finite_and_logged_every_log_every(runs):
     for algo, (run_dir, _, _) in runs.items():
         rows = read_metrics(run_dir)
-        train_rows = [row for row in rows if "eval/reward" not in row]
+        train_rows = [row for row in rows if "eval/Reward" not in row]
         assert [row["step"] for row in train_rows] == [5, 10, 15, 20]
         for row in train_rows:
             assert set(row) == {"step"} | {f"train/{key}" for key in TRAIN_KEYS[algo]}
             assert all(math.isfinite(value) for value in row.values()), row
         assert train_rows[0] != train_rows[-1]  # the statistics move: steps were taken
-        eval_rows = [row for row in rows if "eval/reward" in row]
+        eval_rows = [row for row in rows if "eval/Reward" in row]
         assert [row["step"] for row in eval_rows] == [10, 20]
         for row in eval_rows:
             assert set(row) == {"step"} | EVAL_KEYS | TIME_KEYS
-            assert row["eval/length"] == 100.0
-            assert row["normalized_eval/cost"] == pytest.approx(row["eval/cost"] / 10.0)
+            assert row["eval/Length"] == 100.0
+            assert row["normalized_eval/Normalized_Cost"] == pytest.approx(row["eval/Cost"] / 10.0)
 
 
 def test_bc_safe_trains_only_on_trajectories_within_the_cost_limit(runs, ballrun_file):
@@ -248,9 +249,9 @@ def test_eval_lspc_scores_a_baseline_run_like_lspc(runs):
         if algo == "cdt":
             assert [entry["thresholds"][k]["prompt"] for k in ("10", "20", "40")] == [[500, 10], [500, 20], [700, 40]]
         # the same seeded episodes as training's evaluation of that checkpoint (CDT: prompted for 10): the same returns
-        logged = next(row for row in read_metrics(run_dir) if row["step"] == results["step"] and "eval/reward" in row)
+        logged = next(row for row in read_metrics(run_dir) if row["step"] == results["step"] and "eval/Reward" in row)
         scored = entry["thresholds"]["10"] if algo == "cdt" else entry
-        assert (scored["reward"], scored["cost"]) == (logged["eval/reward"], logged["eval/cost"])
+        assert (scored["reward"], scored["cost"]) == (logged["eval/Reward"], logged["eval/Cost"])
         assert sorted(os.listdir(os.path.join(run_dir, "eval"))) == ["results.json", "results.md"]
         after = tree_digest(run_dir)
         assert {k: v for k, v in after.items() if not k.startswith("eval")} == before
@@ -305,8 +306,8 @@ def test_metrics_window_averages_and_names_the_first_non_finite_statistic():
     (dict(cost_limit=-1), "cost_limit must be a finite number >= 0, got -1.0"),
     (dict(cost_limit="nan"), "cost_limit must be a finite number >= 0, got nan"),
     (dict(seed="x"), "argument --seed: invalid int value: 'x'"),
-    (dict(max_time=5), "unrecognized arguments: --max_time 5"),  # abbreviations are not taken
-    (dict(latent_dim=8), "unrecognized arguments: --latent_dim 8"),
+    (dict(max_time=5), "unknown flag --max_time; did you mean --max_timesteps?"),  # abbreviations are not taken
+    (dict(latent_dim=8), "unknown flag --latent_dim; did you mean --hidden_dim?"),
     (dict(wandb_mode="sometimes"), "wandb_mode must be one of ['online', 'offline', 'disabled']"),
     (dict(algo="fisor", batch_size=16), "fisor: critic_batch_size 32 is larger than batch_size 16"),
     (dict(algo="fisor", batch_size=63), "fisor: batch_size must be even (the actor trains on its two halves), got 63"),

@@ -112,9 +112,9 @@ def test_training_script_with_evaluation(suite, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = os.path.join(str(tmp_path), f"{task}-cost-10", "lspc_iql-seed0")
-    evals = [row for row in read_metrics(run_dir) if "eval/reward" in row]
+    evals = [row for row in read_metrics(run_dir) if "eval/Reward" in row]
     assert [row["step"] for row in evals] == [10]
-    assert evals[0]["eval/length"] <= 15 and evals[0]["eval_star/length"] <= 15
+    assert evals[0]["eval/Length"] <= 15 and evals[0]["eval_star/Length"] <= 15
     assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == 10
 
 

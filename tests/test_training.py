@@ -14,9 +14,10 @@ from lspc.checkpoint import load_checkpoint
 from lspc.run_logger import read_metrics
 from lspc_iql_configs import load_config
 
-EVAL_KEYS = [f"{scale}{prefix}/{metric}" for prefix in ("eval", "eval_star")
-             for scale, metrics in (("", ("reward", "cost", "length")), ("normalized_", ("reward", "cost")))
-             for metric in metrics]
+# the names of the authors' release (tests/test_logging_keys.py checks them in detail)
+EVAL_KEYS = [key for prefix in ("eval", "eval_star")
+             for key in [f"{prefix}/{m}{std}" for m in ("Reward", "Cost", "Length") for std in ("", "_std")]
+             + [f"normalized_{prefix}/Normalized_{m}" for m in ("Reward", "Cost")]]
 
 
 def run_dir_of(logdir, name="lspc_iql-seed0"):
@@ -49,12 +50,12 @@ def test_script_end_to_end_with_real_env_and_wandb_offline(ballrun_file, tmp_pat
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoint"))) == ["model.pt", "model_best_o.pt", "model_best_s.pt"]
     assert os.path.isdir(os.path.join(run_dir, "wandb")), "offline wandb run expected in the run directory"
     rows = read_metrics(run_dir)
-    eval_rows = [row for row in rows if "eval/reward" in row]
+    eval_rows = [row for row in rows if "eval/Reward" in row]
     assert [row["step"] for row in eval_rows] == [10, 20]
     for row in eval_rows:
         assert set(EVAL_KEYS) <= set(row)
-        assert row["eval/length"] == 100.0  # BallRun never terminates early: the 100-step time limit
-        assert row["normalized_eval/cost"] == pytest.approx(row["eval/cost"] / 10.0)
+        assert row["eval/Length"] == 100.0  # BallRun never terminates early: the 100-step time limit
+        assert row["normalized_eval/Normalized_Cost"] == pytest.approx(row["eval/Cost"] / 10.0)
     train_rows = [row for row in rows if "train/q_loss" in row]
     assert [row["step"] for row in train_rows] == [5, 10, 15, 20]  # every log_every steps, not every step
     checkpoint = load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))
