@@ -230,7 +230,10 @@ def test_bc_one_step(algo):
 def test_bc_acts_with_its_deterministic_actor():
     agent, _, ref, _, _ = setup("bc-all")
     obs = ref["observations"]
+    with torch.no_grad():  # outputs across the whole box [-2, 2]
+        linear_layers(agent.model.actor)[-1].weight.mul_(30.0)
     expected = MAX_ACTION * mlp(linear_layers(agent.model.actor), obs, torch.relu, torch.tanh)
+    assert (expected.abs() > 1).any()
     torch.testing.assert_close(agent.policy_at(COST_LIMIT)(obs, torch.Generator().manual_seed(0)), expected)
 
 
