@@ -134,7 +134,7 @@ def load_run(path: str, checkpoint: str = "latest", device: str = "cpu") -> Load
         present = [name for name, file in checkpoints.items() if os.path.isfile(os.path.join(path, "checkpoint", file))]
         has = f"it has {', '.join(present)}" if present else "it has no checkpoint yet"
         raise LSPCError(f"no {checkpoint} checkpoint in {path}: expected checkpoint/{checkpoints[checkpoint]}; {has}")
-    state = load_checkpoint(checkpoint_path, device)
+    state = load_checkpoint(checkpoint_path)
     if not (isinstance(state, dict) and {"model", "step"} <= set(state) and isinstance(state.get("config"), dict)):
         raise LSPCError(f"{checkpoint_path} is not {kind} checkpoint: expected the model, config and step that "
                         "the training scripts save")

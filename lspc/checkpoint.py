@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from lspc import LSPCError
 
+CUDA_GENERATOR_STATE_BYTES = 16  # a CUDA generator: seed and Philox offset
 TEMP_PREFIX = ".tmp-"  # atomic_write_bytes' temporary files: only a killed writer leaves one behind
 
 
@@ -40,38 +41,75 @@ def save_checkpoint(path: str, payload: Dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str, device: torch.device | str = "cpu") -> Dict[str, Any]:
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """The checkpoint at ``path``, every tensor on the CPU whatever device wrote it: each
+    ``load_state_dict`` then puts its own tensors where they belong (parameters on the model's
+    device, Adam's step counters on the CPU, numpy's RNG keys where numpy can read them)."""
     if not os.path.isfile(path):
         raise LSPCError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file
         raise LSPCError(f"could not load checkpoint {path}: {err}") from None
 
 
-def capture_rng_state(sampler: Optional[torch.Generator] = None) -> Dict[str, Any]:
-    """Every random stream training draws from, as tensors and plain Python values."""
+def generator_state(generator: torch.Generator) -> Dict[str, Any]:
+    """A generator's state with its device type: a CUDA state (16 bytes) fits only a CUDA generator."""
+    return {"device_type": generator.device.type, "state": generator.get_state()}
+
+
+def restore_generator(generator: torch.Generator, saved: Any) -> bool:
+    """Restore ``saved`` (from ``generator_state``) into ``generator`` if it was taken on the same device
+    type; returns whether it was. A bare state tensor (older checkpoints) is told apart by its size."""
+    if isinstance(saved, torch.Tensor):
+        saved = {"device_type": "cuda" if saved.numel() == CUDA_GENERATOR_STATE_BYTES else "cpu", "state": saved}
+    if saved["device_type"] != generator.device.type:
+        return False
+    generator.set_state(saved["state"])
+    return True
+
+
+def derived_seed(seed: int, step: int) -> int:
+    """A seed for a random stream that restarts at ``step`` (a resume on another device type)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def capture_rng_state(device: torch.device, sampler: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    """Every random stream training draws from, as tensors and plain Python values: Python's, numpy's,
+    torch's CPU generator, the training GPU's default generator (that GPU's only: a resume may see fewer
+    GPUs) and the batch sampler's."""
     version, keys, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: Dict[str, Any] = {
         "python": [version, list(keys), gauss],
         "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
+        "device_type": device.type,
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     if sampler is not None:
-        state["sampler"] = sampler.get_state()
+        state["sampler"] = generator_state(sampler)
     return state
 
 
-def restore_rng_state(state: Dict[str, Any], sampler: Optional[torch.Generator] = None) -> None:
+def restore_rng_state(state: Dict[str, Any], device: torch.device, sampler: Optional[torch.Generator] = None) -> List[str]:
+    """Restore what ``capture_rng_state`` saved. The CPU streams always come back; the GPU's and the
+    sampler's only on the device type that wrote them. Returns the streams that were not restored."""
     version, keys, gauss = state["python"]
     random.setstate((version, tuple(keys), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    if sampler is not None:
-        sampler.set_state(state["sampler"].to(sampler.get_state().device))
+    torch.set_rng_state(state["torch"])
+    lost = []
+    saved_cuda = state.get("cuda")
+    if isinstance(saved_cuda, list):  # older checkpoints: every visible GPU's
+        saved_cuda = saved_cuda[0] if saved_cuda else None
+    if device.type == "cuda":
+        if saved_cuda is not None:
+            torch.cuda.set_rng_state(saved_cuda, device)
+        else:
+            lost.append("the GPU's default generator")
+    if sampler is not None and not restore_generator(sampler, state["sampler"]):
+        lost.append("the batch sampler's")
+    return lost

@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lspc import LSPCError
-from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, load_checkpoint, restore_rng_state,
-                             save_checkpoint)
+from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, derived_seed, load_checkpoint,
+                             restore_rng_state, save_checkpoint)
 from lspc.envs import make_env
 from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
 from lspc.run_logger import RunLogger, eval_entries, truncate_metrics
@@ -138,6 +138,8 @@ class MetricsWindow:
         if self.sums is None:
             self.sums = torch.zeros_like(values)
             self.first_bad = torch.full(values.shape, -1, dtype=torch.long, device=values.device)
+        elif self.sums.device != values.device:  # a window loaded from a checkpoint (on the CPU)
+            self.sums, self.first_bad = self.sums.to(values.device), self.first_bad.to(values.device)
         self.sums += values
         newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
         self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
@@ -309,6 +311,22 @@ def seed_all(seed: int) -> None:
     osrl_seed_all(seed)
 
 
+def restart_streams(checkpoint: Dict[str, Any], device: torch.device, sampler: Sampler, lost: List[str]) -> None:
+    """A checkpoint written on another device type: its GPU and sampler generator states fit only there.
+    The model, optimizers and CPU streams continue; the lost streams restart from seeds derived from
+    the run's seed and step (the method's own generators do the same in their ``load_state_dict``)."""
+    step, seed = checkpoint["step"], checkpoint["config"]["seed"]
+    if "the batch sampler's" in lost:
+        sampler.generator.manual_seed(derived_seed(seed, step))
+    if device.type == "cuda":
+        torch.cuda.manual_seed(derived_seed(seed + 1, step))
+    written_on = checkpoint["rng"].get("device_type", "another device")
+    print(f"note: resuming on {device.type} a checkpoint written on {written_on} at step {step}: the model, "
+          f"optimizers and CPU random streams continue, but the random streams of {' and '.join(lost)} (and "
+          "any the method keeps on the device) restart from seeds derived from the run's seed and step, so "
+          "this run will not match an uninterrupted one bit for bit", flush=True)
+
+
 def train(method: Method) -> str:
     """Train ``method`` as its config says; returns the run directory."""
     cfg = method.cfg
@@ -330,9 +348,11 @@ def train(method: Method) -> str:
         start_step, wandb_id = 0, None
         best: Dict[str, Optional[Dict[str, float]]] = dict.fromkeys(method.policies)
         if resume:
-            checkpoint = load_checkpoint(os.path.join(checkpoint_dir, LATEST), device)
+            checkpoint = load_checkpoint(os.path.join(checkpoint_dir, LATEST))
             agent.load_state_dict(checkpoint["model"])
-            restore_rng_state(checkpoint["rng"], sampler.generator)
+            lost = restore_rng_state(checkpoint["rng"], device, sampler.generator)
+            if lost:  # a resume on another device type: its generators cannot take the other's states
+                restart_streams(checkpoint, device, sampler, lost)
             if "window" in checkpoint:  # checkpoints before periodic checkpoints were taken at log points
                 window.load_state_dict(checkpoint["window"])
             start_step, best, wandb_id = checkpoint["step"], checkpoint["best"], checkpoint["wandb_id"]
@@ -388,7 +408,7 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
 
     def save(step: int, files: List[str]) -> None:
         window.check_finite()  # never save a diverged model
-        payload = {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(sampler.generator),
+        payload = {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(agent.device, sampler.generator),
                    "window": window.state_dict(), "best": best, "config": method.config_dict(),
                    "wandb_id": logger.wandb_id}
         for name in files:
