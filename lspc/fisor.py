@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lspc import LSPCError
+from lspc.checkpoint import derived_seed, generator_state, restore_generator
 from lspc.data import TransitionBuffer, trajectory_bounds
 from lspc.envs import check_task, dsrl_infos, dsrl_key
 from lspc.evaluation import BatchPolicy
@@ -532,7 +533,7 @@ class FISOR:
         return {"networks": {name: getattr(self, name).state_dict() for name in _NETWORKS},
                 "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
                 "actor_updates": self.actor_updates,
-                "generator": self.generator.get_state()}
+                "generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         for name in _NETWORKS:
@@ -540,4 +541,5 @@ class FISOR:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.actor_updates = int(state["actor_updates"])
-        self.generator.set_state(state["generator"].cpu())
+        if not restore_generator(self.generator, state["generator"]):  # written on another device type
+            self.generator.manual_seed(derived_seed(self.cfg.seed + _NOISE_SEED_OFFSET, self.actor_updates))
