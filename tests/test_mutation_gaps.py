@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from lspc import LSPCError
-from lspc.data import TransitionBuffer, check_dataset, check_file_keys, subsample_trajectories, trajectory_bounds
+from lspc.collect import write_dsrl_hdf5
+from lspc.data import (TransitionBuffer, check_dataset, check_file_keys, load_dataset, subsample_trajectories,
+                       trajectory_bounds)
 from lspc.envs import make_env
 from lspc.evaluation import choose_vector, summarize
 
@@ -137,3 +139,20 @@ def test_unknown_vector_mode_is_refused():
     with pytest.raises(LSPCError, match=r"^vector must be one of \['lockstep', 'sync', 'async'\], got 'threads'$"):
         choose_vector("OfflineBallRun-v0", "threads", 2)
     assert choose_vector("OfflineBallRun-v0", "sync", 2) == "sync"  # a valid one passes through
+
+
+def test_load_dataset_without_options_returns_the_file_unchanged(tmp_path):
+    # dsrl's pre_process_data rebuilds the data from its finished trajectories, so running it with no
+    # option set would drop an unfinished last one (here rows 4 and 5: no terminal or timeout at the end)
+    data = {**numbered_data(), "observations": np.zeros((N, 7), np.float32),
+            "next_observations": np.ones((N, 7), np.float32), "actions": np.zeros((N, 2), np.float32),
+            "timeouts": np.array([0, 0, 0, 1, 0, 0])}
+    path = str(tmp_path / "unfinished.hdf5")
+    write_dsrl_hdf5(path, data, {"task": "OfflineBallRun-v0"})
+    env = make_env("OfflineBallRun-v0")
+    try:
+        loaded = load_dataset(env, path)
+    finally:
+        env.close()
+    for key, value in data.items():
+        assert np.array_equal(loaded[key], value), key
