@@ -307,6 +307,9 @@ class Baseline:
     def __init__(self, cfg: BaselineConfig, env: gym.Env, device: torch.device,
                  data: Optional[Dict[str, np.ndarray]] = None) -> None:
         algorithms = osrl().algorithms
+        # osrl's Normal policies would check their arguments at every forward pass: a host sync each
+        # (9 of BEAR-Lag's 18 per step on a GPU); the values are the networks' own outputs
+        torch.distributions.Distribution.set_default_validate_args(False)
         self.cfg, self.algo, self.device = cfg, cfg.algo, device
         model_cls = getattr(algorithms, _OSRL_CLASSES[cfg.algo])
         trainer_cls = getattr(algorithms, _OSRL_CLASSES[cfg.algo] + "Trainer")
@@ -340,7 +343,7 @@ class Baseline:
             self.trainer.train_one_step([b["observations"], b["next_observations"], b["actions"], b["rewards"],
                                          b["costs"], b["dones"], b["is_init"]])
         else:
-            self.trainer.train_one_step(b["next_observations"], b["observations"], b["actions"], b["rewards"],
+            self.trainer.train_one_step(b["observations"], b["next_observations"], b["actions"], b["rewards"],
                                         b["costs"], b["dones"])
         stats, self._stats.stats = self._stats.stats, {}
         return stats

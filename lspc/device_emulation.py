@@ -357,6 +357,20 @@ class _DeviceApi(TorchFunctionMode):
                                      f"'{generator.device.type}'")
 
 
+_REAL_GROUPING = torch._C._group_tensors_by_device_and_dtype
+
+
+def _group_by_virtual_device(tensorlistlist: List[List[Optional[torch.Tensor]]], with_indices: bool = False) -> Dict:
+    """The foreach grouping of optimizers and ``clip_grad_norm_``, keyed by virtual devices (the real
+    grouping sees CPU tensors only, and its keys become ``.to(device)`` targets)."""
+    groups = _REAL_GROUPING(tensorlistlist, with_indices)
+    keyed = {}
+    for (_, dtype), value in groups.items():
+        first = next(t for t in value[0][0] if t is not None) if value[0][0] else None
+        keyed[(device_of(first) if first is not None else CPU, dtype)] = value
+    return keyed
+
+
 class VirtualCuda:
     """A context in which ``cuda`` devices exist, emulated on the CPU (see the module's docstring).
 
@@ -460,6 +474,7 @@ class VirtualCuda:
         for name, value in self._patches().items():
             stack.enter_context(mock.patch.object(torch.cuda, name, value))
         stack.enter_context(mock.patch.object(torch, "Generator", _Generator))
+        stack.enter_context(mock.patch.object(torch._C, "_group_tensors_by_device_and_dtype", _group_by_virtual_device))
         package = (1, self._storage_location, self._restore_storage)
         torch.serialization._package_registry.append(package)
         torch.serialization._package_registry.sort(key=lambda entry: entry[0])
