@@ -227,3 +227,17 @@ def test_a_failed_download_leaves_nothing_and_keeps_what_was_there(ballrun_file,
     args[args.index("--logdir") + 1] = str(tmp_path / "new" / "logs")
     code, _, _ = run_main(train_lspc_iql.main, args, capsys)
     assert code == 2 and not os.path.exists(tmp_path / "new")
+
+
+def test_a_run_that_fails_after_it_started_keeps_its_directory(ballrun_file, tmp_path, monkeypatch):
+    """Only errors before config.yaml is written remove the run directory: a started run stays."""
+    import lspc.training
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed in the loop")
+
+    monkeypatch.setattr(lspc.training, "_loop", fail)
+    cfg = load_config(tiny_args(ballrun_file, tmp_path / "logs"))
+    with pytest.raises(RuntimeError, match="failed in the loop"):
+        train_lspc_iql.train(cfg)
+    assert os.path.isfile(os.path.join(str(tmp_path / "logs"), cfg.group, cfg.name, "config.yaml"))

@@ -212,7 +212,8 @@ def test_suite_wrappers_forward_environment_and_arguments(tmp_path):
                                  "LOGDIR": str(tmp_path / "md"), "PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr
     train = [line for line in result.stdout.splitlines() if "train_lspc_iql.py" in line]
-    assert len(train) == 9 and all("--seed 3 " in line and line.endswith("--batch_size 32") for line in train)
+    assert len(train) == 9 and all("--seed 3 " in line and line.endswith("--batch_size 32 --name lspc_iql-seed3")
+                                   for line in train)  # the sweep names its runs itself
     assert {line.split("--task ")[1].split()[0] for line in train} == {
         f"OfflineMetadrive-{road}{density}-v0" for road in ("easy", "medium", "hard")
         for density in ("sparse", "mean", "dense")}
