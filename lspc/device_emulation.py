@@ -41,7 +41,7 @@ import collections
 import contextlib
 import hashlib
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 from unittest import mock
 
 import torch
@@ -59,6 +59,15 @@ CUDA_STATE_BYTES = 16  # a CUDA generator's state: its seed and its Philox offse
 _REAL_GENERATOR = torch.Generator
 _ACTIVE: List["VirtualCuda"] = []
 _SAVED_STATES: Dict[bytes, torch.Tensor] = {}  # 16-byte virtual state -> the CPU generator state behind it
+
+
+class SyncSite(NamedTuple):
+    """One host sync: its kind, the aten op or API, the innermost frame outside torch (the caller) and
+    the innermost one inside torch (empty when the caller called the op directly)."""
+    kind: str
+    op: str
+    where: str
+    within_torch: str
 
 
 class VirtualDeviceError(RuntimeError):
@@ -150,6 +159,9 @@ class _Generator(_REAL_GENERATOR):
         return self
 
 
+# torch's own frames between a caller and this module: not where a sync comes from
+_MACHINERY = ("/torch/_ops.py", "/torch/utils/_python_dispatch.py", "/torch/overrides.py", "/torch/_compile.py",
+              "/torch/_dynamo/")
 _SYNC_OPS = {"_local_scalar_dense": "item", "nonzero": "nonzero", "masked_select": "masked_select",
              "_unique": "unique", "_unique2": "unique", "unique_dim": "unique", "unique_consecutive": "unique",
              "equal": "item", "repeat_interleave": "nonzero"}
@@ -374,13 +386,12 @@ def _group_by_virtual_device(tensorlistlist: List[List[Optional[torch.Tensor]]],
 class VirtualCuda:
     """A context in which ``cuda`` devices exist, emulated on the CPU (see the module's docstring).
 
-    ``syncs`` counts host synchronizations by kind; ``sync_sites`` keeps where each came from (the
-    innermost frame outside torch). ``counting()`` resets both for a fresh count."""
+    ``sync_sites`` lists the host synchronizations seen (``syncs`` counts them by kind);
+    ``reset_counts()`` starts a fresh count."""
 
     def __init__(self, device_count: int = 1) -> None:
         self.device_count = device_count
-        self.syncs: collections.Counter = collections.Counter()
-        self.sync_sites: List[Tuple[str, str, str]] = []
+        self.sync_sites: List[SyncSite] = []
         self._rng_states: Dict[int, torch.Tensor] = {}
         self._to_host = False  # a Python-level copy to the CPU is under way
         self._stack = contextlib.ExitStack()
@@ -397,19 +408,24 @@ class VirtualCuda:
         return torch.device("cuda", index)
 
     @property
+    def syncs(self) -> collections.Counter:
+        """Host syncs so far, by kind."""
+        return collections.Counter(site.kind for site in self.sync_sites)
+
+    @property
     def total_syncs(self) -> int:
-        return sum(self.syncs.values())
+        return len(self.sync_sites)
 
     def reset_counts(self) -> None:
-        self.syncs.clear()
         self.sync_sites.clear()
 
     def _sync(self, kind: str, op: str) -> None:
-        self.syncs[kind] += 1
-        frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename
-                  and not f.filename.endswith("device_emulation.py")]
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-        self.sync_sites.append((kind, op, where))
+        stack = [f for f in traceback.extract_stack()[:-2] if not f.filename.endswith("device_emulation.py")]
+        outside = [f for f in stack if "/torch/" not in f.filename]
+        inside = [f for f in stack if "/torch/" in f.filename and not any(m in f.filename for m in _MACHINERY)]
+        where = f"{outside[-1].filename}:{outside[-1].lineno}" if outside else "?"
+        within = "torch/" + inside[-1].filename.split("/torch/", 1)[1] if inside else ""
+        self.sync_sites.append(SyncSite(kind, op, where, within))
 
     # -- torch.cuda ----------------------------------------------------------------------------------
     def _index(self, device: Any = None) -> int:
@@ -433,8 +449,8 @@ class VirtualCuda:
         self._rng_states[index] = new_state.clone()
 
     def _synchronize(self, device: Any = None) -> None:
-        self._index(device)
-        self._sync("synchronize", "torch.cuda.synchronize")
+        index = self._index(device)
+        self._sync("synchronize", f"torch.cuda.synchronize({'current device' if device is None else f'cuda:{index}'})")
 
     def _patches(self) -> Dict[str, Any]:
         zero = lambda *args, **kwargs: 0  # noqa: E731

@@ -1,88 +1,203 @@
-"""Time per training step of every method at its default batch size, in one process.
+"""Time and host synchronizations per training step of every method at its default batch size.
 
     python scripts/bench_methods.py --dataset_path ~/.lspc/datasets/OfflineBallRun-v0.hdf5
         [--task OfflineBallRun-v0] [--methods lspc bc-all ...] [--steps 20] [--warmup 3]
-        [--threads 1] [--device cpu|cuda]
+        [--sync_steps 3] [--threads 1] [--device cpu|cuda] [--batch_size N] [--json FILE]
 
 Each method is built by its own training code (``LSPCMethod`` / ``BaselineMethod``: its data,
-seeded sampler and agent, OSRL's or the spec's default hyperparameters and batch size) on the
+seeded sampler and agent, OSRL's or the paper's default hyperparameters and batch size) on the
 given dataset, then ``--steps`` steps of ``train(sampler.sample(batch))`` are timed after
-``--warmup`` untimed ones, with the device synchronized before reading the clock. Prints one JSON
-line per method (wall and process CPU milliseconds per step) and a markdown table.
+``--warmup`` untimed ones, with the device synchronized before reading the clock.
+
+Host syncs per step (the GPU waits for the host, or the host for the GPU: ``.item()``, boolean
+masks, device-to-host copies...) are counted over ``--sync_steps`` steps, then again right after the
+agent went through a checkpoint (``save_checkpoint`` / ``load_checkpoint`` / ``load_state_dict``,
+as a resumed run does). On ``--device cuda`` they are CUDA's own count
+(``torch.cuda.set_sync_debug_mode``); on the CPU they are counted on a virtual GPU
+(``lspc.device_emulation``). Prints one JSON line per method and a markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from lspc import LSPCError  # noqa: E402
 from lspc.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
+from lspc.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from lspc.device_emulation import VirtualCuda  # noqa: E402
 from lspc.envs import make_env  # noqa: E402
-from lspc.training import seed_all  # noqa: E402
+from lspc.training import Method, seed_all  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
 from train_lspc_iql import LSPCMethod  # noqa: E402
 
 METHODS = ("lspc", *ALGOS)
+SYNC_WARNING = "called a synchronizing CUDA operation"
 
 
-def method_for(name: str, task: str, dataset_path: str, device: str):
+def method_for(name: str, task: str, dataset_path: str, device: str, batch_size: Optional[int] = None,
+               hparams: Optional[Dict[str, Any]] = None, **fields: Any) -> Method:
+    """``name``'s training code with its defaults for ``task``; ``batch_size``, ``hparams`` (a
+    baseline's) and config ``fields`` override them."""
     if name == "lspc":
-        return LSPCMethod(TrainConfig(task=task, **TASK_OVERRIDES[task], dataset_path=dataset_path, device=device))
+        cfg = TrainConfig(task=task, **{**TASK_OVERRIDES[task], **fields}, dataset_path=dataset_path, device=device)
+        return LSPCMethod(cfg if batch_size is None else dataclasses.replace(cfg, batch_size=batch_size))
+    schedule = dict(default_schedule(name, task))
+    if batch_size is not None:
+        schedule["batch_size"] = batch_size
     return BaselineMethod(BaselineConfig(algo=name, task=task, episode_len=TASK_OVERRIDES[task]["episode_len"],
                                          dataset_path=dataset_path, device=device,
-                                         hparams=default_hparams(name, task), **default_schedule(name, task)))
+                                         hparams={**default_hparams(name, task), **(hparams or {})},
+                                         **{**schedule, **fields}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_path", required=True, help="a DSRL-layout hdf5 file of --task")
-    parser.add_argument("--task", default="OfflineBallRun-v0", help="the DSRL task (default: OfflineBallRun-v0)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="methods to time (default: all)")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per method (default: 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (default: 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+def _build(method: Method):
+    env = make_env(method.cfg.task)
+    data = method.load_data(env)
+    seed_all(0)
+    device = torch.device(method.cfg.device)
+    return env, device, method.make_sampler(data, device), method.make_agent(env, device, data)
+
+
+def _sync_counter(device: torch.device) -> Callable[[Callable[[], Any]], List[str]]:
+    """``count(fn)``: run ``fn`` and return where each host sync it made came from."""
+    if device.type == "cuda" and _real_cuda():
+        def count(fn):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    fn()
+                    torch.cuda.synchronize(device)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            return [f"{w.filename}:{w.lineno}" for w in caught if SYNC_WARNING in str(w.message)]
+        return count
+    from lspc.device_emulation import _ACTIVE
+
+    def count(fn):
+        emulation = _ACTIVE[-1]
+        before = len(emulation.sync_sites)
+        fn()
+        return [f"{site.kind} at {site.where}" + (f" (in {site.within_torch})" if site.within_torch else "")
+                for site in emulation.sync_sites[before:]]
+    return count
+
+
+def _real_cuda() -> bool:
+    from lspc.device_emulation import _ACTIVE
+    return not _ACTIVE and torch.cuda.is_available()
+
+
+def host_syncs(method: Method, steps: int = 3, warmup: int = 2) -> Dict[str, Any]:
+    """Host syncs per training step of ``method`` on its (CUDA) device, before and right after a
+    checkpoint round trip; ``sites`` counts where they came from."""
+    env, device, sampler, agent = _build(method)
+    count = _sync_counter(device)
+    batch_size = method.cfg.batch_size
+    try:
+        for _ in range(warmup):
+            agent.train(sampler.sample(batch_size))
+        before = [count(lambda: agent.train(sampler.sample(batch_size))) for _ in range(steps)]
+        with tempfile.TemporaryDirectory() as scratch:
+            path = os.path.join(scratch, "model.pt")
+            save_checkpoint(path, {"model": agent.state_dict()})
+            resumed = method.make_agent(env, device)
+            resumed.load_state_dict(load_checkpoint(path)["model"])
+        after = [count(lambda: resumed.train(sampler.sample(batch_size))) for _ in range(steps)]
+    finally:
+        env.close()
+    return {"syncs_per_step": sum(map(len, before)) / steps, "after_resume": sum(map(len, after)) / steps,
+            "sites": dict(collections.Counter(site for step in before + after for site in step))}
+
+
+def time_steps(method: Method, steps: int, warmup: int) -> Dict[str, Any]:
+    env, device, sampler, agent = _build(method)
+    batch_size = method.cfg.batch_size
 
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    rows = []
-    for name in args.methods:
-        method = method_for(name, args.task, args.dataset_path, args.device)
-        env = make_env(args.task)
-        data = method.load_data(env)
-        seed_all(0)
-        sampler, agent = method.make_sampler(data, device), method.make_agent(env, device, data)
-        batch_size = method.cfg.batch_size
-        for _ in range(args.warmup):
+    try:
+        for _ in range(warmup):
             agent.train(sampler.sample(batch_size))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         synchronize()
         wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(args.steps):
+        for _ in range(steps):
             agent.train(sampler.sample(batch_size))
         synchronize()
-        row = {"method": name, "batch_size": batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
-               "device": args.device, "wall_ms_per_step": 1e3 * (time.perf_counter() - wall) / args.steps,
-               "cpu_ms_per_step": 1e3 * (time.process_time() - cpu) / args.steps}
+        row = {"wall_ms_per_step": 1e3 * (time.perf_counter() - wall) / steps,
+               "cpu_ms_per_step": 1e3 * (time.process_time() - cpu) / steps}
+        if device.type == "cuda":
+            row["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        return row
+    finally:
+        env.close()
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_path", required=True, help="a DSRL-layout hdf5 file of --task")
+    parser.add_argument("--task", default="OfflineBallRun-v0", help="the task (default: OfflineBallRun-v0)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all ten")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per method (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--sync_steps", type=int, default=3,
+                        help="steps whose host syncs are counted, before and after a checkpoint (default: 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="one batch size for every method instead of each one's default")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    on_gpu = args.device.startswith("cuda")
+    rows = []
+    for name in args.methods:
+        def build(device: str) -> Method:
+            return method_for(name, args.task, args.dataset_path, device, args.batch_size)
+
+        row = {"method": name, "steps": args.steps, "threads": torch.get_num_threads(), "device": args.device}
+        method = build(args.device)
+        row.update(batch_size=method.cfg.batch_size, **time_steps(method, args.steps, args.warmup))
+        if on_gpu:
+            syncs = host_syncs(build(args.device), args.sync_steps)
+        else:
+            with VirtualCuda():
+                syncs = host_syncs(build("cuda"), args.sync_steps)
+        row.update(syncs, syncs_counted_by="CUDA sync debug mode" if on_gpu else "virtual GPU (lspc.device_emulation)")
         print(json.dumps(row), flush=True)
         rows.append(row)
-        env.close()
-    print("\n| method | batch | wall ms / step | CPU ms / step |\n|---|---|---|---|")
+    print(f"\n| method | batch | wall ms / step | CPU ms / step | host syncs / step | after a resume |\n"
+          f"|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['method']} | {row['batch_size']} | {row['wall_ms_per_step']:.1f} | {row['cpu_ms_per_step']:.1f} |")
+        print(f"| {row['method']} | {row['batch_size']} | {row['wall_ms_per_step']:.1f} | {row['cpu_ms_per_step']:.1f} "
+              f"| {row['syncs_per_step']:g} | {row['after_resume']:g} |")
+    print(f"\nhost syncs counted by {rows[0]['syncs_counted_by']}" if rows else "")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LSPCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -138,7 +139,7 @@ def random_batches(count: int, cfg: TrainConfig, state_dim: int, action_dim: int
              "dones": (torch.rand(n, generator=g) < 0.01).float().to(device)} for _ in range(count)]
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="our step with torch.compile (TrainConfig.compile)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -164,7 +165,7 @@ def main() -> None:
 
     def synchronize() -> None:
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)  # the benchmarked GPU, which need not be the current one
 
     def ours_round() -> None:
         for i, batch in enumerate(batches):
@@ -189,7 +190,9 @@ def main() -> None:
     print(json.dumps({"task": args.task, "device": str(device), "threads": torch.get_num_threads(), "compile": args.compile,
                       "torch": torch.__version__, "batch_size": cfg.batch_size,
                       "ours_it_per_s": round(ours_rate, 2), "plain_it_per_s": round(plain_rate, 2),
-                      "ratio": round(ours_rate / plain_rate, 3)}))
+                      "ratio": round(ours_rate / plain_rate, 3),
+                      **({"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+                         if device.type == "cuda" else {})}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from lspc.checkpoint import load_checkpoint
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, device_of
 
 train_baseline = load_script("train_baseline")
+bench_methods = load_script("bench_methods")
 
 METHODS = ("lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac")
 # small networks and batches, as the miniature sweep's
@@ -176,7 +177,7 @@ def test_the_layer_counts_each_kind_of_host_sync():
         torch.as_tensor(np.ones(3), device="cuda")
         assert cuda.syncs == {"item": 2, "boolean mask": 1, "nonzero": 1, "device-to-host": 1, "tolist": 1,
                               "host-to-device": 1}
-        assert all(where.startswith(__file__) for _, _, where in cuda.sync_sites)
+        assert all(site.where.startswith(__file__) for site in cuda.sync_sites)
 
 
 # -- every method on the virtual GPU, through the scripts ------------------------------------------------
@@ -252,3 +253,24 @@ def test_every_method_trains_resumes_and_evaluates_on_a_virtual_gpu(method, ball
     with VirtualCuda(device_count=2) as cuda:  # a GPU checkpoint evaluated on the GPU as it was written
         _train(method, ["--resume", run_dir, "--max_timesteps", "25", "--device", "cuda"])
     assert cuda.total_syncs > 0  # evaluation reads actions back to the host
+
+
+# -- host syncs per training step --------------------------------------------------------------------
+SMALL_HPARAMS = {"cdt": {"augment_percent": 0}, "fisor": {"critic_batch_size": 32}}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_host_syncs_per_step_on_the_gpu(method, ballrun_file):
+    """None in LSPC, FISOR and TraC; in the osrl baselines only osrl's own (its .item() calls), none
+    from our wrappers or torch.distributions' argument checks; the same count after a checkpoint."""
+    with VirtualCuda():
+        method_cfg = bench_methods.method_for(method, "OfflineBallRun-v0", ballrun_file, "cuda", batch_size=64,
+                                              hparams=SMALL_HPARAMS.get(method))
+        syncs = bench_methods.host_syncs(method_cfg, steps=2, warmup=1)
+    assert syncs["after_resume"] == syncs["syncs_per_step"], syncs
+    if method in ("lspc", "fisor", "trac"):
+        assert syncs["syncs_per_step"] == 0, syncs
+        return
+    assert syncs["syncs_per_step"] >= 1  # osrl logs every loss with .item()
+    for site in syncs["sites"]:
+        assert "/site-packages/osrl/" in site and "torch/distributions" not in site, site
