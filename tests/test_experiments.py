@@ -206,7 +206,7 @@ def test_transfer_of_a_baseline_run(ballrun_file, tmp_path):
     train_baseline.main(["--algo", "bc-all", "--task", "OfflineBallRun-v0", "--dataset_path", ballrun_file,
                          "--logdir", str(tmp_path), "--max_timesteps", "10", "--batch_size", "64", "--eval_every",
                          "10", "--eval_episodes", "2", "--hidden_dim", "32", "--wandb_mode", "disabled",
-                         "--device", "cpu"])
+                         "--device", "cpu", "--name", "bc-all-seed0"])
     run_dir = os.path.join(str(tmp_path), "OfflineBallRun-v0-cost-10", "bc-all-seed0")
     (result,) = transfer.transfer(run_dir, ["OfflineCarRun-v0"], eval_episodes=2)
     assert (result["task"], result["algo"], list(result["policies"])) == ("OfflineCarRun-v0", "bc-all", ["bc-all"])
