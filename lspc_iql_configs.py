@@ -3,6 +3,9 @@
 Precedence: base defaults < task overrides < ``--config_path`` YAML < command-line flags.
 A flag given on the command line always wins, even when its value equals a default.
 Field names follow the authors' release where it has one (its users' commands keep working).
+Each field's help is the docstring under it: ``field_help`` gives it to --help and to the docs.
+A run's default name carries the fields that differ from the task's defaults (OSRL's ``auto_name``
+convention, without its random suffix), so runs with other hyperparameters never share a directory.
 """
 
 import argparse
