@@ -209,10 +209,16 @@ def requeued() -> bool:
 
 class RunJob(submitit.helpers.Checkpointable):
     """Train then evaluate one run. Checkpointable: on a Slurm timeout or preemption submitit
-    requeues the same call, which resumes the run from its checkpoint."""
+    requeues the same call, which resumes the run from its checkpoint. ``gpus``: the local GPUs
+    (CUDA_VISIBLE_DEVICES) this job has to itself; None leaves the variable as the job found it."""
+
+    def __init__(self, gpus: Optional[str] = None) -> None:
+        self.gpus = gpus
 
     def __call__(self, run: Run) -> str:
         env = dict(os.environ, OMP_NUM_THREADS=str(run.threads), MKL_NUM_THREADS=str(run.threads))
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus
         status = run_status(run)
         for cmd in commands(run, status):
             print("$ " + shlex.join(cmd), flush=True)
@@ -243,9 +249,29 @@ def make_executor(args: argparse.Namespace, folder: str) -> submitit.AutoExecuto
             **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {}),
             **({"mem_gb": args.slurm_mem_gb} if args.slurm_mem_gb else {}))
     else:
-        # gpus_per_node sets CUDA_VISIBLE_DEVICES of local jobs: 0 keeps them on the CPU
-        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=args.local_gpus_per_job)
+        # submitit's local gpus_per_node would give every job GPUs 0..n-1: RunJob sets each job's own
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=0)
     return executor
+
+
+def local_gpu_slots(gpus_per_job: int, visible: Optional[Sequence[str]] = None) -> List[str]:
+    """Disjoint CUDA_VISIBLE_DEVICES values of ``gpus_per_job`` GPUs each, from the GPUs this process
+    sees (its own CUDA_VISIBLE_DEVICES, else every GPU torch counts); none for CPU jobs."""
+    if gpus_per_job <= 0:
+        return []
+    if visible is None:
+        listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if listed is not None:
+            visible = [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+        else:
+            import torch
+
+            visible = [str(i) for i in range(torch.cuda.device_count())]
+    if len(visible) < gpus_per_job:
+        raise LSPCError(f"--local_gpus_per_job {gpus_per_job} needs at least that many GPUs, but this machine shows "
+                        f"{len(visible)}; use fewer, or --local_gpus_per_job 0 for CPU jobs")
+    count = len(visible) // gpus_per_job
+    return [",".join(visible[i * gpus_per_job:(i + 1) * gpus_per_job]) for i in range(count)]
 
 
 def last_line(err: BaseException) -> str:
@@ -257,14 +283,17 @@ def last_line(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wait: bool) -> List[Tuple[Run, str]]:
-    """Run every job with at most ``jobs`` at once; returns the failures (run, message)."""
+def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wait: bool,
+            gpu_slots: Sequence[str] = ()) -> List[Tuple[Run, str]]:
+    """Run every job with at most ``jobs`` at once; returns the failures (run, message). Local jobs
+    each take one of ``gpu_slots`` (``local_gpu_slots``) while they run, when there are any."""
     pending = collections.deque(runs)
-    running: Dict[submitit.Job, Tuple[Run, float]] = {}
+    free_gpus = collections.deque(gpu_slots)
+    running: Dict[submitit.Job, Tuple[Run, float, Optional[str]]] = {}
     if executor.cluster == "slurm":  # one array; Slurm keeps at most `jobs` of it running
         with executor.batch():
             submitted = [executor.submit(RunJob(), run) for run in runs]
-        running, pending = {job: (run, time.time()) for job, run in zip(submitted, runs)}, collections.deque()
+        running, pending = {job: (run, time.time(), None) for job, run in zip(submitted, runs)}, collections.deque()
         print(f"submitted Slurm array {submitted[0].job_id.split('_')[0]} ({len(runs)} jobs, at most {jobs} at once)")
         if not wait:
             print("not waiting (--no_wait): rerun the same command when they are done (finished runs are skipped), "
@@ -273,14 +302,19 @@ def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wai
     failures, finished = [], 0
     try:
         while pending or running:
-            while pending and len(running) < jobs:  # submitit's local executor starts whatever it is given
+            # submitit's local executor starts whatever it is given
+            while pending and len(running) < jobs and (free_gpus or not gpu_slots):
                 run = pending.popleft()
-                job = executor.submit(RunJob(), run)
-                running[job] = (run, time.time())
-                print(f"started  {run.label} (job {job.job_id}, log {job.paths.stdout})", flush=True)
+                gpus = free_gpus.popleft() if gpu_slots else None
+                job = executor.submit(RunJob(gpus), run)
+                running[job] = (run, time.time(), gpus)
+                on_gpus = "" if gpus is None else f", CUDA_VISIBLE_DEVICES={gpus}"
+                print(f"started  {run.label} (job {job.job_id}{on_gpus}, log {job.paths.stdout})", flush=True)
             time.sleep(POLL_S)
             for job in [job for job in running if job.done()]:
-                run, start = running.pop(job)
+                run, start, gpus = running.pop(job)
+                if gpus is not None:
+                    free_gpus.append(gpus)
                 finished += 1
                 progress = f"[{finished}/{len(runs)}] {time.time() - start:.0f} s"
                 try:
@@ -322,7 +356,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--method_extra", action="append", default=[], metavar="METHOD=ARGS",
                         help="more flags for one method's training commands; repeatable")
     parser.add_argument("--eval_extra", default="", help="more flags for eval_lspc.py (e.g. --no_figures)")
-    parser.add_argument("--local_gpus_per_job", type=int, default=0, help="local executor: GPUs visible to a job")
+    parser.add_argument("--local_gpus_per_job", type=int, default=0,
+                        help="local executor: GPUs of its own for each job (CUDA_VISIBLE_DEVICES; default 0: CPU)")
     parser.add_argument("--slurm_partition", help="slurm: the partition (default: the cluster's)")
     parser.add_argument("--slurm_time_min", type=int, default=24 * 60,
                         help="Slurm time limit per job; an unfinished run is requeued and resumes (default 1440)")
@@ -384,6 +419,11 @@ def check_args(args: argparse.Namespace) -> None:
         args.threads_per_job = args.slurm_cpus_per_job if args.executor == "slurm" and args.slurm_cpus_per_job else 1
     if args.jobs is None and args.executor == "local":  # (Slurm: the whole array at once, set in main)
         args.jobs = max(1, available_cores() // args.threads_per_job)
+    args.gpu_slots = local_gpu_slots(args.local_gpus_per_job) if args.executor == "local" else []
+    if args.gpu_slots and args.jobs > len(args.gpu_slots):
+        print(f"note: {len(args.gpu_slots)} local GPU slot(s) of {args.local_gpus_per_job} GPU(s): at most "
+              f"{len(args.gpu_slots)} jobs at once (not {args.jobs})")
+        args.jobs = len(args.gpu_slots)
 
 
 def write_table(logdir: str) -> bool:
@@ -425,7 +465,8 @@ def run_all(args: argparse.Namespace, runs: Sequence[Run], folder: str, then: st
         os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
         executor = make_executor(args, os.path.join(os.path.abspath(folder), "submitit"))
         try:
-            failures = execute(executor, todo, args.jobs, wait=not args.no_wait)
+            failures = execute(executor, todo, args.jobs, wait=not args.no_wait,
+                               gpu_slots=getattr(args, "gpu_slots", ()))
         except KeyboardInterrupt:
             where = "keep running on the cluster" if args.executor == "slurm" else "were stopped"
             print(f"interrupted: the running jobs {where}; run the same command again to go on "

@@ -13,7 +13,7 @@ import eval_lspc
 import train_lspc_iql
 from conftest import load_script, tiny_args
 from lspc.baselines import BaselineMethod
-from lspc.checkpoint import load_checkpoint
+from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, device_of
 
 train_baseline = load_script("train_baseline")
@@ -274,3 +274,81 @@ def test_host_syncs_per_step_on_the_gpu(method, ballrun_file):
     assert syncs["syncs_per_step"] >= 1  # osrl logs every loss with .item()
     for site in syncs["sites"]:
         assert "/site-packages/osrl/" in site and "torch/distributions" not in site, site
+
+
+# -- RNG state and synchronization of the GPU a run trains on ----------------------------------------------
+def test_a_two_gpu_nodes_rng_state_restores_on_a_one_gpu_node_and_on_the_cpu():
+    with VirtualCuda(device_count=2):
+        sampler = torch.Generator(device="cuda")
+        sampler.manual_seed(1)
+        state = capture_rng_state(torch.device("cuda:0"), sampler)
+        expected = torch.rand(3, generator=sampler, device="cuda")
+    assert state["cuda"].shape == (16,)  # the training GPU's state only
+    with VirtualCuda(device_count=1):
+        sampler = torch.Generator(device="cuda")
+        assert restore_rng_state(state, torch.device("cuda"), sampler) == []
+        assert torch.equal(torch.rand(3, generator=sampler, device="cuda").cpu(), expected.cpu())
+    assert restore_rng_state(state, torch.device("cpu"), torch.Generator()) == ["the batch sampler's"]
+
+
+def test_bench_train_synchronizes_the_benchmarked_gpu(tmp_path):
+    bench_train = load_script("bench_train")
+    with VirtualCuda(device_count=2) as cuda:
+        bench_train.main(["--device", "cuda:1", "--rounds", "1", "--steps", "2"])
+    waits = [site.op for site in cuda.sync_sites if site.kind == "synchronize"]
+    assert waits and all(op.endswith("(cuda:1)") for op in waits), waits
+
+
+# -- local GPU sweeps: a GPU of its own for each concurrent job -------------------------------------------
+sweep = load_script("sweep")
+
+
+def test_local_gpu_slots_split_the_visible_gpus(monkeypatch):
+    assert sweep.local_gpu_slots(0) == []
+    assert sweep.local_gpu_slots(1, ["0", "1", "2"]) == ["0", "1", "2"]
+    assert sweep.local_gpu_slots(2, ["4", "5", "6", "7", "8"]) == ["4,5", "6,7"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert sweep.local_gpu_slots(1) == ["3", "1"]
+    with pytest.raises(sweep.LSPCError, match="needs at least that many GPUs"):
+        sweep.local_gpu_slots(3)
+
+
+class _Job:
+    """A local job that finishes at the second poll after it started."""
+
+    def __init__(self, job_id, job, run):
+        self.job_id, self.job, self.run, self.polls = job_id, job, run, 0
+        self.paths = type("Paths", (), {"stdout": "out", "stderr": "err"})()
+
+    def done(self):
+        self.polls += 1
+        return self.polls >= 2
+
+    def result(self):
+        return "trained"
+
+
+def test_concurrent_local_jobs_each_get_their_own_gpu(monkeypatch):
+    started, env_of = [], {}
+
+    class Executor:
+        cluster = "local"
+
+        def submit(self, job, run):
+            running_gpus = [j.job.gpus for j in started if j.polls < 2]
+            assert job.gpus not in running_gpus  # never a GPU a running job holds
+            started.append(_Job(len(started), job, run))
+            return started[-1]
+
+    monkeypatch.setattr(sweep, "POLL_S", 0)
+    runs = [sweep.Run("T", "lspc", seed, 10.0, f"/runs/{seed}", ("train",), ("eval",), None, 1, f"seed {seed}")
+            for seed in range(5)]
+    assert sweep.execute(Executor(), runs, jobs=2, wait=True, gpu_slots=["0", "1"]) == []
+    assert [job.job.gpus for job in started][:2] == ["0", "1"] and len(started) == 5
+    assert {job.job.gpus for job in started} == {"0", "1"}
+    # and the job's commands see only that GPU
+    monkeypatch.setattr(sweep, "call", lambda cmd, env: env_of.setdefault(cmd[0], env["CUDA_VISIBLE_DEVICES"]) and 0)
+    monkeypatch.setattr(sweep, "run_status", lambda run: "train")
+    monkeypatch.setattr(sweep, "evaluated", lambda run: True)
+    started[1].job(runs[1])
+    assert env_of == {"train": "1", "eval": "1"}
