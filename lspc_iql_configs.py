@@ -72,6 +72,9 @@ class TrainConfig:
     """auto = cuda when available, else cpu"""
     compile: bool = False
     """torch.compile the step's losses (CUDA graphs on CUDA); slower on CPU"""
+    deterministic: bool = False
+    """deterministic algorithms only (torch.use_deterministic_algorithms and cuBLAS's fixed workspace), so a
+    CUDA run repeats bit for bit; slower on a GPU, and an op without a deterministic CUDA kernel stops the run"""
     wandb_mode: str = "offline"
     """online | offline | disabled"""
     resume: Optional[str] = None
@@ -188,7 +191,7 @@ TASK_OVERRIDES = {task: {"cost_limit": cost_limits(task)[0], **values} for task,
 # Fields left out of automatic run names: bookkeeping, the threshold (already in the group name),
 # the data file's path and the schedule (a run continued with a larger max_timesteps is the same run).
 NAME_SKIPS = ("task", "seed", "cost_limit", "dataset_path", "logdir", "project", "group", "name", "device",
-              "compile", "wandb_mode", "resume", "max_timesteps", "eval_every", "eval_episodes", "log_every",
+              "compile", "deterministic", "wandb_mode", "resume", "max_timesteps", "eval_every", "eval_episodes", "log_every",
               "checkpoint_every_minutes")
 DESCRIPTION = """Train LSPC (Koirala et al., ICLR 2025) on a DSRL task; one run serves every cost threshold.
 

@@ -159,6 +159,9 @@ class BaselineConfig:
     """default "<algo>[-<hyperparameter><value>...]-seed<seed>" with what differs from the method's defaults"""
     device: str = "auto"
     """auto = cuda when available, else cpu"""
+    deterministic: bool = False
+    """deterministic algorithms only (torch.use_deterministic_algorithms and cuBLAS's fixed workspace), so a
+    CUDA run repeats bit for bit; slower on a GPU, and an op without a deterministic CUDA kernel stops the run"""
     wandb_mode: str = "offline"
     """online | offline | disabled"""
     resume: Optional[str] = None

@@ -80,7 +80,7 @@ class Method(abc.ABC):
     """A method's own part of a training run. ``cfg`` is its config dataclass; the loop reads the
     fields every method has: task, seed, cost_limit, episode_len, the schedule (max_timesteps,
     batch_size, eval_every, eval_episodes, log_every, checkpoint_every_minutes), logdir, group,
-    name, project, device, wandb_mode and resume."""
+    name, project, device, deterministic, wandb_mode and resume."""
 
     label: str  # the progress bar's title
     # policy key of ``Agent.training_policies`` -> (metrics prefix, best-checkpoint file)
@@ -327,6 +327,14 @@ def restart_streams(checkpoint: Dict[str, Any], device: torch.device, sampler: S
           "this run will not match an uninterrupted one bit for bit", flush=True)
 
 
+def use_deterministic_algorithms() -> None:
+    """Bit-for-bit repeatable CUDA runs: cuBLAS with a fixed workspace (read when cuBLAS starts, so set
+    before the first GPU matmul; a value the user set is kept) and only deterministic kernels (an op
+    without one raises instead of varying). cuDNN is already deterministic (``seed_all``)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+
+
 def train(method: Method) -> str:
     """Train ``method`` as its config says; returns the run directory."""
     cfg = method.cfg
@@ -335,7 +343,10 @@ def train(method: Method) -> str:
     run_dir, lock, resume = open_run_dir(cfg)
     checkpoint_dir = os.path.join(run_dir, "checkpoint")
     resources: List[Any] = [lock]
+    was_deterministic = torch.are_deterministic_algorithms_enabled()  # restored after: a process may train twice
     try:
+        if cfg.deterministic:
+            use_deterministic_algorithms()
         env = make_env(cfg.task)
         resources.append(env)
         data = method.load_data(env)
@@ -373,6 +384,7 @@ def train(method: Method) -> str:
     finally:
         for resource in reversed(resources):
             resource.close()
+        torch.use_deterministic_algorithms(was_deterministic)
     return run_dir
 
 

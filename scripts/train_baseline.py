@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     add("checkpoint_every_minutes", float)
     for name in ("logdir", "name", "device", "wandb_mode", "resume"):
         add(name)
+    parser.add_argument("--deterministic", action="store_true", help=helps["deterministic"])
     parser.add_argument("--hidden_dim", type=int, help="every hidden layer's width (CDT: its embedding width; "
                         "FISOR: its critics' and its denoiser's); default: the method's own")
     parser.add_argument("--hparam", action="append", metavar="NAME=VALUE", help="one hyperparameter (a YAML value)")

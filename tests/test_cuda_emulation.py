@@ -352,3 +352,27 @@ def test_concurrent_local_jobs_each_get_their_own_gpu(monkeypatch):
     monkeypatch.setattr(sweep, "evaluated", lambda run: True)
     started[1].job(runs[1])
     assert env_of == {"train": "1", "eval": "1"}
+
+
+# -- --deterministic ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["lspc", "cdt"])
+def test_deterministic_flag_switches_on_deterministic_algorithms_for_the_run(method, ballrun_file, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    argv = _train_argv(method, ballrun_file, tmp_path, max_timesteps=2, eval_every=2, log_every=1)
+    flag = ["--deterministic", "true"] if method == "lspc" else ["--deterministic"]
+    config = (train_lspc_iql.load_config if method == "lspc" else train_baseline.load_config)([*argv, *flag])
+    assert config.deterministic and not (train_lspc_iql.load_config if method == "lspc"
+                                         else train_baseline.load_config)(argv).deterministic
+    method_cls = train_lspc_iql.LSPCMethod if method == "lspc" else BaselineMethod
+    make_agent = method_cls.make_agent
+
+    def recording(self, *args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+        return make_agent(self, *args, **kwargs)
+
+    monkeypatch.setattr(method_cls, "make_agent", recording)
+    _train(method, [*argv, *flag])
+    assert seen == [(True, ":4096:8")]
+    assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is given back
