@@ -111,7 +111,7 @@ def test_training_script_with_evaluation(suite, tmp_path):
     proc = subprocess.run([sys.executable, "train_lspc_iql.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = os.path.join(str(tmp_path), f"{task}-cost-10", "lspc_iql-seed0")
+    run_dir = os.path.join(str(tmp_path), f"{task}-cost-{envs.cost_limits(task)[0]:g}", "lspc_iql-seed0")  # default κ
     evals = [row for row in read_metrics(run_dir) if "eval/Reward" in row]
     assert [row["step"] for row in evals] == [10]
     assert evals[0]["eval/Length"] <= 15 and evals[0]["eval_star/Length"] <= 15
