@@ -442,6 +442,8 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
             entries = {}
             for key, (prefix, _) in method.policies.items():
                 entries.update(eval_log_entries(prefix, scores[key]))
+            if agent.device.type == "cuda":  # the allocator's own count: no wait for the device
+                entries["gpu/peak_memory_mb"] = torch.cuda.max_memory_allocated(agent.device) / 2**20
             logger.log(step, {**entries, **clock.entries(step)})
             bar.set_postfix({f"{key or 'eval'}_{m}": round(scores[key][f"normalized_{m}"], 3)
                              for key in method.policies for m in ("reward", "cost")})

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
 from lspc.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
@@ -54,11 +55,14 @@ def method_for(name: str, task: str, dataset_path: str, device: str, batch_size:
         cfg = TrainConfig(task=task, **{**TASK_OVERRIDES[task], **fields}, dataset_path=dataset_path, device=device)
         return LSPCMethod(cfg if batch_size is None else dataclasses.replace(cfg, batch_size=batch_size))
     schedule = dict(default_schedule(name, task))
+    hparams = dict(hparams or {})
     if batch_size is not None:
         schedule["batch_size"] = batch_size
+        if name == "fisor":  # its critics' batch is a slice of the batch
+            hparams.setdefault("critic_batch_size", min(batch_size, default_hparams(name, task)["critic_batch_size"]))
     return BaselineMethod(BaselineConfig(algo=name, task=task, episode_len=TASK_OVERRIDES[task]["episode_len"],
                                          dataset_path=dataset_path, device=device,
-                                         hparams={**default_hparams(name, task), **(hparams or {})},
+                                         hparams={**default_hparams(name, task), **hparams},
                                          **{**schedule, **fields}))
 
 
@@ -162,15 +166,24 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="one batch size for every method instead of each one's default")
+    parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="one baseline hyperparameter (a YAML value), e.g. cdt.augment_percent=0; repeatable")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     on_gpu = args.device.startswith("cuda")
+    overrides: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
+    for item in args.hparam:
+        target, sep, value = item.partition("=")
+        method_name, dot, hparam = target.partition(".")
+        if not (sep and dot and method_name in ALGOS):
+            raise LSPCError(f"--hparam takes METHOD.NAME=VALUE with METHOD one of {', '.join(ALGOS)}, got {item!r}")
+        overrides[method_name][hparam] = yaml.safe_load(value)
     rows = []
     for name in args.methods:
         def build(device: str) -> Method:
-            return method_for(name, args.task, args.dataset_path, device, args.batch_size)
+            return method_for(name, args.task, args.dataset_path, device, args.batch_size, overrides.get(name))
 
         row = {"method": name, "steps": args.steps, "threads": torch.get_num_threads(), "device": args.device}
         method = build(args.device)

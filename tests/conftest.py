@@ -17,7 +17,12 @@ from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
 
 # The files with the longest tests (a few minutes each on 2 cores) run first: `make test` hands test
 # files to its workers in collection order, and one of these started last would run on alone.
-LONGEST_FIRST = ("test_sweep_all_methods.py", "test_faults.py", "test_sweep.py")
+LONGEST_FIRST = ("test_sweep_all_methods.py", "test_cuda_emulation.py", "test_gpu_check.py", "test_faults.py",
+                 "test_sweep.py")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a real CUDA GPU, skipped without one (scripts/gpu_check.sh runs them)")
 
 
 def pytest_collection_modifyitems(items):

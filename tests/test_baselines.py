@@ -141,7 +141,8 @@ def test_run_directory_config_and_checkpoint(runs):
     assert set(fisor["networks"]) == {"actor", "actor_ema", "q", "q_target", "value", "reach_q", "reach_q_target",
                                       "reach_value"}
     assert set(fisor["optimizers"]) == {"actor", "q", "reach_q", "value", "reach_value"}
-    assert fisor["actor_updates"] == 40 and fisor["generator"].dtype == torch.uint8  # two actor updates a step
+    assert fisor["actor_updates"] == 40  # two actor updates a step
+    assert fisor["generator"]["device_type"] == "cpu" and fisor["generator"]["state"].dtype == torch.uint8
     # TraC's frozen reference (BC ended at step 5) beside the policy, and its update count
     trac = load_checkpoint(os.path.join(runs["trac"][0], "checkpoint", "model.pt"))["model"]
     assert {"actor", "reference", "optimizer", "step"} <= set(trac) and trac["step"] == 20

@@ -1,0 +1,278 @@
+"""The CUDA path on a real GPU, in one command with one report (run it through scripts/gpu_check.sh).
+
+    scripts/gpu_check.sh [--out DIR] [--cpu]
+
+1. the test suite's CUDA-marked tests (``pytest -m cuda``) on the GPU;
+2. ``bench_train.py --device cuda``, eager and with ``--compile`` (iterations/s, the ratio to the
+   plain eager step, peak GPU memory);
+3. ``bench_methods.py --device cuda``: all ten methods at their default batch sizes, step times,
+   host syncs per step (CUDA's sync debug mode) before and after a checkpoint, peak GPU memory;
+4. bit-exactness: each method trained twice from the same seed, with and without ``--deterministic``;
+5. a real LSPC run of 20,000 steps with evaluations on a freshly collected BallRun file, SIGKILLed
+   after its first checkpoint and resumed, then evaluated on the CPU by ``eval_lspc.py``.
+
+Writes ``report.json`` and ``report.md`` into DIR (default ``gpu_check/``), each step's log beside
+them, and exits 1 if a step failed. ``--cpu`` runs the same steps on the CPU at toy sizes (the
+tests do, so the script cannot rot); its numbers mean nothing. Under 8 minutes on one H100.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts")]  # lspc, and bench_methods beside this script
+TASK = "OfflineBallRun-v0"
+
+# (GPU, --cpu) sizes of each step
+SIZES = {
+    "episodes": (100, 20),
+    "bench_train": (["--rounds", "3", "--steps", "50"], ["--rounds", "1", "--steps", "3"]),
+    "bench_methods": (["--steps", "20", "--warmup", "3"],
+                      ["--steps", "1", "--warmup", "0", "--sync_steps", "1", "--batch_size", "64",
+                       "--hparam", "cdt.augment_percent=0"]),
+    "determinism_steps": (30, 2),
+    "lspc_run": (["--max_timesteps", "20000", "--eval_every", "5000", "--eval_episodes", "5"],
+                 ["--max_timesteps", "600", "--eval_every", "150", "--eval_episodes", "1", "--hidden_dim", "32",
+                  "--batch_size", "64", "--latent_dim", "8", "--log_every", "50"]),
+}
+
+
+class Report:
+    def __init__(self, out: str, cpu: bool) -> None:
+        self.out, self.cpu = out, cpu
+        self.steps: Dict[str, Dict[str, Any]] = {}
+
+    def size(self, name: str) -> Any:
+        return SIZES[name][1 if self.cpu else 0]
+
+    def step(self, name: str, fn: Callable[[], Dict[str, Any]]) -> None:
+        """Run one step; a failure is recorded and the next steps still run."""
+        start = time.perf_counter()
+        try:
+            result = {"ok": True, **fn()}
+        except Exception as err:  # noqa: BLE001 (the report says what broke, then the rest runs)
+            result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        self.steps[name] = result
+        print(f"gpu_check: {name}: {'ok' if result['ok'] else 'FAILED: ' + result['error']} "
+              f"({result['seconds']} s)", flush=True)
+        self.write()
+
+    def run(self, name: str, cmd: List[str], timeout: float = 600, check: bool = True) -> str:
+        """Run ``cmd`` (stdout and stderr into <out>/<name>.log); returns its stdout."""
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        with open(os.path.join(self.out, f"{name}.log"), "a") as log:
+            log.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+        if check and proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"{os.path.basename(cmd[1]) if len(cmd) > 1 else cmd[0]} exited with "
+                               f"{proc.returncode}: {tail}")
+        return proc.stdout
+
+    def write(self) -> None:
+        import torch
+
+        device = "cpu (--cpu dry run)" if self.cpu else torch.cuda.get_device_name(0)
+        report = {"device": device, "torch": torch.__version__, "steps": self.steps}
+        with open(os.path.join(self.out, "report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(self.out, "report.md"), "w") as f:
+            f.write(markdown(report))
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    steps = report["steps"]
+    lines = [f"# GPU check: {report['device']}, torch {report['torch']}", "",
+             "| step | result | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {'ok' if s['ok'] else 'FAILED: ' + s['error']} | {s['seconds']} |" for name, s in steps.items()]
+    if steps.get("bench_train", {}).get("ok"):
+        lines += ["", "| bench_train | ours it/s | plain it/s | ratio | peak GPU MB |", "|---|---|---|---|---|"]
+        for mode, row in steps["bench_train"]["runs"].items():
+            lines.append(f"| {mode} | {row['ours_it_per_s']} | {row['plain_it_per_s']} | {row['ratio']} | "
+                         f"{row.get('peak_gpu_memory_mb', '')} |")
+    if steps.get("bench_methods", {}).get("ok"):
+        lines += ["", "| method | batch | ms / step | host syncs / step | after a resume | peak GPU MB |",
+                  "|---|---|---|---|---|---|"]
+        for row in steps["bench_methods"]["rows"]:
+            lines.append(f"| {row['method']} | {row['batch_size']} | {row['wall_ms_per_step']:.2f} | "
+                         f"{row['syncs_per_step']:g} | {row['after_resume']:g} | {row.get('peak_gpu_memory_mb', '')} |")
+    if steps.get("determinism", {}).get("ok"):
+        lines += ["", "| method | bit-exact | bit-exact with --deterministic |", "|---|---|---|"]
+        for method, row in steps["determinism"]["methods"].items():
+            lines.append(f"| {method} | {row['default']} | {row['deterministic']} |")
+    run = steps.get("lspc_run", {})
+    if run.get("ok"):
+        lines += ["", f"LSPC run: killed at step {run['killed_at_step']}, resumed to step {run['final_step']}; "
+                      f"train {run['train_seconds']} s + resume {run['resume_seconds']} s; peak GPU memory "
+                      f"{run['peak_gpu_memory_mb']} MB; evaluated on the CPU: {run['cpu_eval']}"]
+    return "\n".join(lines) + "\n"
+
+
+def cuda_tests(report: Report) -> Dict[str, Any]:
+    out = report.run("cuda_tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                                    "tests"], check=False)
+    summary = [line for line in out.splitlines() if " passed" in line or " failed" in line or " skipped" in line
+               or " deselected" in line]
+    if not summary or " failed" in summary[-1] or " error" in summary[-1]:
+        raise RuntimeError(summary[-1] if summary else "pytest printed no summary")
+    return {"summary": summary[-1]}
+
+
+def collect(report: Report, path: str) -> Dict[str, Any]:
+    report.run("collect", [sys.executable, "scripts/collect_dataset.py", "--task", TASK, "--episodes",
+                           str(report.size("episodes")), "--seed", "0", "--out", path])
+    return {"dataset": path, "episodes": report.size("episodes")}
+
+
+def bench_train(report: Report, device: str) -> Dict[str, Any]:
+    runs = {}
+    for mode, extra in (("eager", []), ("compile", ["--compile"])):
+        if report.cpu and mode == "compile":  # compiling for the CPU takes minutes; the GPU run tests it
+            continue
+        out = report.run("bench_train", [sys.executable, "scripts/bench_train.py", "--device", device,
+                                         *report.size("bench_train"), *extra])
+        runs[mode] = json.loads(out.strip().splitlines()[-1])
+    return {"runs": runs}
+
+
+def bench_methods(report: Report, device: str, dataset: str) -> Dict[str, Any]:
+    rows_path = os.path.join(report.out, "bench_methods.json")
+    report.run("bench_methods", [sys.executable, "scripts/bench_methods.py", "--dataset_path", dataset,
+                                 "--device", device, "--json", rows_path, *report.size("bench_methods")])
+    with open(rows_path) as f:
+        return {"rows": json.load(f)}
+
+
+def determinism(report: Report, device: str, dataset: str) -> Dict[str, Any]:
+    """Each method twice from seed 0, with and without deterministic algorithms: bit-exact or not."""
+    import torch
+
+    from bench_methods import METHODS, method_for
+    from lspc.envs import make_env
+    from lspc.training import seed_all, use_deterministic_algorithms
+
+    batch_size, hparams = (64, {"cdt": {"augment_percent": 0}}) if report.cpu else (None, {})
+    results = {}
+    for name in METHODS:
+        row = {}
+        for mode in ("default", "deterministic"):
+            digests = []
+            for _ in range(2):
+                if mode == "deterministic":
+                    use_deterministic_algorithms()
+                try:
+                    method = method_for(name, TASK, dataset, device, batch_size, hparams.get(name))
+                    env = make_env(TASK)
+                    data = method.load_data(env)
+                    seed_all(0)
+                    sampler = method.make_sampler(data, torch.device(device))
+                    agent = method.make_agent(env, torch.device(device), data)
+                    for _ in range(report.size("determinism_steps")):
+                        agent.train(sampler.sample(method.cfg.batch_size))
+                    digests.append(state_digest(agent.state_dict()))
+                    env.close()
+                finally:
+                    torch.use_deterministic_algorithms(False)
+            row[mode] = "yes" if digests[0] == digests[1] else "no"
+        results[name] = row
+    return {"methods": results, "steps": report.size("determinism_steps")}
+
+
+def state_digest(state: Any) -> str:
+    """A hash of every tensor and value in a (nested) state dict."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                digest.update(str(key).encode())
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    visit(state)
+    return digest.hexdigest()
+
+
+def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
+    """Train, SIGKILL after the first checkpoint, resume to the end, evaluate on the CPU."""
+    from lspc.checkpoint import load_checkpoint
+
+    logdir = os.path.join(report.out, "runs")
+    run_dir = os.path.join(logdir, "gpu-check", "lspc")
+    train = [sys.executable, "train_lspc_iql.py", "--task", TASK, "--dataset_path", dataset, "--device", device,
+             "--logdir", logdir, "--group", "gpu-check", "--name", "lspc", "--wandb_mode", "disabled",
+             *report.size("lspc_run")]
+    latest = os.path.join(run_dir, "checkpoint", "model.pt")
+    start = time.perf_counter()
+    with open(os.path.join(report.out, "lspc_run.log"), "a") as log:
+        proc = subprocess.Popen(train, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while not os.path.exists(latest):
+            if proc.poll() is not None:
+                raise RuntimeError(f"training exited with {proc.returncode} before its first checkpoint")
+            time.sleep(0.2)
+        time.sleep(0.5)  # into the next stretch of steps
+        if proc.poll() is not None:
+            raise RuntimeError("training ended before it could be killed: give it more steps after its first checkpoint")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    train_seconds = time.perf_counter() - start
+    killed_at = int(load_checkpoint(latest)["step"])
+    start = time.perf_counter()
+    report.run("lspc_run", [sys.executable, "train_lspc_iql.py", "--resume", run_dir])
+    resume_seconds = time.perf_counter() - start
+    final = load_checkpoint(latest)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    peak = max((row.get("gpu/peak_memory_mb", 0.0) for row in rows), default=0.0)
+    report.run("lspc_eval", [sys.executable, "eval_lspc.py", "--path", run_dir, "--device", "cpu", "--eval_episodes",
+                             "2", "--no_figures"])
+    with open(os.path.join(run_dir, "eval", "results.json")) as f:
+        results = json.load(f)
+    scores = {name: {k: round(v, 3) for k, v in policy["thresholds"][min(policy["thresholds"], key=float)].items()
+                     if k in ("normalized_reward", "normalized_cost")}
+              for name, policy in results["policies"].items()}
+    return {"killed_at_step": killed_at, "final_step": int(final["step"]), "train_seconds": round(train_seconds, 1),
+            "resume_seconds": round(resume_seconds, 1), "peak_gpu_memory_mb": round(peak, 1), "cpu_eval": scores}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="gpu_check", help="the report's directory (default: gpu_check/)")
+    parser.add_argument("--cpu", action="store_true", help="a dry run on the CPU at toy sizes (the tests' check)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if not args.cpu and not torch.cuda.is_available():
+        print("error: no CUDA device is visible; run with --cpu for a dry run", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    device = "cpu" if args.cpu else "cuda"
+    report = Report(os.path.abspath(args.out), args.cpu)
+    dataset = os.path.join(report.out, "ballrun.hdf5")
+    report.step("cuda_tests", lambda: cuda_tests(report))
+    report.step("collect", lambda: collect(report, dataset))
+    report.step("bench_train", lambda: bench_train(report, device))
+    report.step("bench_methods", lambda: bench_methods(report, device, dataset))
+    report.step("determinism", lambda: determinism(report, device, dataset))
+    report.step("lspc_run", lambda: lspc_run(report, device, dataset))
+    print(f"gpu_check: report in {os.path.join(report.out, 'report.md')}")
+    return 0 if all(step["ok"] for step in report.steps.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
