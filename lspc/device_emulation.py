@@ -41,7 +41,7 @@ import collections
 import contextlib
 import hashlib
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 from unittest import mock
 
 import torch
@@ -504,8 +504,3 @@ class VirtualCuda:
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
 
-
-@contextlib.contextmanager
-def virtual_cuda(device_count: int = 1) -> Iterator[VirtualCuda]:
-    with VirtualCuda(device_count) as cuda:
-        yield cuda

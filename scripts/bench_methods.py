@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import dataclasses
 import json
 import os
@@ -169,6 +170,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="one baseline hyperparameter (a YAML value), e.g. cdt.augment_percent=0; repeatable")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--syncs_csv", default=None,
+                        help="also write the host-sync columns to this CSV file (with this command in its header)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -196,8 +199,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         row.update(syncs, syncs_counted_by="CUDA sync debug mode" if on_gpu else "virtual GPU (lspc.device_emulation)")
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(f"\n| method | batch | wall ms / step | CPU ms / step | host syncs / step | after a resume |\n"
-          f"|---|---|---|---|---|---|")
+    print("\n| method | batch | wall ms / step | CPU ms / step | host syncs / step | after a resume |\n"
+          "|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['method']} | {row['batch_size']} | {row['wall_ms_per_step']:.1f} | {row['cpu_ms_per_step']:.1f} "
               f"| {row['syncs_per_step']:g} | {row['after_resume']:g} |")
@@ -205,7 +208,21 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.syncs_csv:
+        write_syncs_csv(args.syncs_csv, rows, argv if argv is not None else sys.argv[1:])
     return rows
+
+
+def write_syncs_csv(path: str, rows: List[Dict[str, Any]], argv: List[str]) -> None:
+    """The host-sync columns, with the command that measured them (the docs insert this file)."""
+    with open(path, "w", newline="") as f:
+        f.write(f"# command: python scripts/bench_methods.py {' '.join(argv)}\n")
+        f.write(f"# what: host syncs per training step at each method's default batch size, counted by "
+                f"{rows[0]['syncs_counted_by']}, before and right after a checkpoint round trip\n")
+        writer = csv.writer(f)
+        writer.writerow(["method", "batch", "host syncs / step", "after a resume"])
+        for row in rows:
+            writer.writerow([row["method"], row["batch_size"], f"{row['syncs_per_step']:g}", f"{row['after_resume']:g}"])
 
 
 if __name__ == "__main__":

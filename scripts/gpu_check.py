@@ -183,6 +183,12 @@ def determinism(report: Report, device: str, dataset: str) -> Dict[str, Any]:
                     torch.use_deterministic_algorithms(False)
             row[mode] = "yes" if digests[0] == digests[1] else "no"
         results[name] = row
+    with open(os.path.join(report.out, "determinism.csv"), "w") as f:
+        f.write(f"# command: scripts/gpu_check.sh{' --cpu' if report.cpu else ''} (its determinism step; "
+                f"this file is gpu_check/determinism.csv)\n# what: each method trained twice from seed 0 for "
+                f"{report.size('determinism_steps')} steps on {device}, parameters and optimizer states compared bit "
+                "for bit\nmethod,bit-exact,bit-exact with --deterministic\n")
+        f.writelines(f"{name},{row['default']},{row['deterministic']}\n" for name, row in results.items())
     return {"methods": results, "steps": report.size("determinism_steps")}
 
 
