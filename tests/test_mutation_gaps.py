@@ -13,7 +13,7 @@ from lspc.collect import write_dsrl_hdf5
 from lspc.data import (TransitionBuffer, check_dataset, check_file_keys, load_dataset, subsample_trajectories,
                        trajectory_bounds)
 from lspc.envs import make_env
-from lspc.evaluation import choose_vector, summarize
+from lspc.evaluation import Evaluator, SeededEpisodeEnv, choose_vector, episode_seeds, summarize
 
 N = 6  # transitions of the hand-made dataset
 
@@ -156,3 +156,42 @@ def test_load_dataset_without_options_returns_the_file_unchanged(tmp_path):
         env.close()
     for key, value in data.items():
         assert np.array_equal(loaded[key], value), key
+
+
+class CostlessEnv(gym.Env):
+    """Reports no cost on its steps, or an int one: the evaluator still reads a float cost."""
+    observation_space, action_space = gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self, cost=None):
+        self.cost = cost
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 1.0, False, False, {} if self.cost is None else {"cost": self.cost}
+
+
+def test_seeded_env_reports_a_float_cost_on_every_step():
+    for cost, expected in ((None, 0.0), (2, 2.0)):
+        env = SeededEpisodeEnv(lambda: CostlessEnv(cost))
+        env.reset(seed=0)
+        info = env.step(np.zeros(1))[-1]
+        assert info["cost"] == expected and type(info["cost"]) is float
+
+
+@pytest.mark.parametrize("vector", ["lockstep", "sync"])
+def test_evaluator_grows_to_more_episodes_than_it_was_made_for(vector):
+    seeds = episode_seeds(0, 3)
+    policy = lambda obs, generator: (obs[:, :2] - 0.1).clamp(-1.0, 1.0)  # noqa: E731 (deterministic)
+    small, sized = Evaluator("OfflineBallRun-v0", 15, 1, vector), Evaluator("OfflineBallRun-v0", 15, 3, vector)
+    try:
+        grown = small.run(policy, seeds, 0, torch.device("cpu"))
+        expected = sized.run(policy, seeds, 0, torch.device("cpu"))
+    finally:
+        small.close()
+        sized.close()
+    assert grown["length"].tolist() == [15, 15, 15]
+    for key in ("reward", "cost", "length"):
+        assert grown[key].tolist() == expected[key].tolist(), key
