@@ -184,7 +184,10 @@ def test_seeded_env_reports_a_float_cost_on_every_step():
 @pytest.mark.parametrize("vector", ["lockstep", "sync"])
 def test_evaluator_grows_to_more_episodes_than_it_was_made_for(vector):
     seeds = episode_seeds(0, 3)
-    policy = lambda obs, generator: (obs[:, :2] - 0.1).clamp(-1.0, 1.0)  # noqa: E731 (deterministic)
+
+    def policy(obs, generator):  # deterministic: the two evaluators must give the same episodes
+        return (obs[:, :2] - 0.1).clamp(-1.0, 1.0)
+
     small, sized = Evaluator("OfflineBallRun-v0", 15, 1, vector), Evaluator("OfflineBallRun-v0", 15, 3, vector)
     try:
         grown = small.run(policy, seeds, 0, torch.device("cpu"))
