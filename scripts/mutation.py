@@ -262,10 +262,10 @@ def write_readme(reports: Dict[str, dict]) -> None:
         score = "" if report["score"] is None else f"{100 * report['score']:.1f}%"
         lines.append(f"| `{path}` | {report['mutants']} | {c['invalid']} | {c['killed'] + c['suspicious']} | {c['timeout']} | "
                      f"{c['survived']} | {report['equivalent']} | {c['untested']} | {score} |")
-    missing = [path for path in TARGETS if path not in reports]
-    if missing:
-        lines += ["", "Not run yet (hours on 2 cores); run them with", "",
-                  "    make mutation MUTATE=\"" + " ".join(missing) + "\"", ""]
+    unfinished = [path for path in TARGETS if path not in reports or not reports[path]["complete"]]
+    if unfinished:  # a run continues where its cache stopped
+        lines += ["", "Not run, or not to the end (hours on 2 cores): run or finish them with", "",
+                  "    make mutation MUTATE=\"" + " ".join(unfinished) + "\"", ""]
     for path, report in reports.items():
         lines += ["", f"## `{path}`", "", "Tests: " + ", ".join(f"`{t}`" for t in report["tests"]) + "."]
         if not report["complete"]:
