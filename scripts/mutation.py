@@ -132,18 +132,21 @@ def copy_tree(dest: str) -> None:
 
 
 def runner_command(tests: List[str]) -> str:
-    # -x: the first failure kills the mutant; no cache provider: nothing written beside the tests.
-    # mutmut 2 counts only exit status 1 as killed, but a mutant that breaks an import makes pytest
-    # exit with 2 (collection error): any failure becomes 1.
-    pytest = shlex.join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
-    return shlex.join(["sh", "-c", f"{pytest} || exit 1"])
+    # pytest in the process mutmut starts, so that its kill at a timeout ends the tests too (a shell
+    # around pytest would die alone and leave pytest holding mutmut's output pipe). mutmut 2 counts
+    # only exit status 1 as killed, but a mutant that breaks an import makes pytest exit with 2
+    # (collection error): any failure becomes 1. -x: the first failure kills the mutant; no cache
+    # provider: nothing written beside the tests.
+    code = "import sys, pytest; sys.exit(1 if pytest.main(sys.argv[1:]) else 0)"
+    return shlex.join([sys.executable, "-c", code, "-x", "-q", "-p", "no:cacheprovider", *tests])
 
 
 def mutmut_command(path: str, tests: List[str]) -> List[str]:
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     return [mutmut, "run", "--paths-to-mutate", path, "--tests-dir", "tests", "--runner", runner_command(tests),
             "--disable-mutation-types", "string,fstring",
-            # a mutant times out at 2x the unmutated tests' time + 60 s: other processes on a
+            # mutmut 2 stops a mutant's tests at 10x the unmutated run's time (a timeout); a killed
+            # one that took over 2x + 60 s is "suspicious" (still killed): other processes on a
             # shared machine slow a run down by far more than the noise of one
             "--test-time-multiplier", "2", "--test-time-base", "60",
             "--simple-output", "--no-progress"]
