@@ -49,7 +49,7 @@ demo: install  ## train and evaluate LSPC on BallRun on the CPU, a few minutes
 # Offline datasets from the simulators (DSRL layout + dataset card) into DATA_DIR; existing files are kept.
 # TASKS names others, e.g. `make datasets TASKS="OfflineDroneRun-v0"`: tasks without a controller get
 # FSRL behaviour agents (trained once, cached in ~/.lspc/agents) and need `make install-collect`; their
-# settings default to the task's entry in lspc.behaviour.TASK_COLLECTION (docs/data.md's datasets).
+# settings default to the task's entry in lspc.data.behaviour.TASK_COLLECTION (docs/data.md's datasets).
 # DATASET_EPISODES sets --episodes (default 600, or the task's entry); COLLECT_FLAGS passes more flags,
 # e.g. COLLECT_FLAGS="--agent_steps 1000000 --cost_limits 5 20 80".
 DATA_DIR ?= $(HOME)/.lspc/datasets
@@ -74,7 +74,7 @@ test-slurm: install  ## the sweep on a real Slurm cluster (scripts/slurm_cluster
 
 # Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; hours on
 # 2 cores for all seven, resumable), then results/mutation/. MUTATE names some, e.g.
-# `make mutation MUTATE="lspc/data.py lspc/evaluation.py"`; niced so that other work keeps its cores.
+# `make mutation MUTATE="lspc/data/dataset.py lspc/evaluation.py"`; niced so that other work keeps its cores.
 MUTATE ?=
 mutation: install install-suites install-dev  ## mutation testing of the algorithm files (MUTATE=...)
 	nice -n 10 $(PY) scripts/mutation.py run $(MUTATE)

@@ -49,7 +49,7 @@ import torch
 import yaml
 
 from lspc import LSPCError
-from lspc.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
+from lspc.methods.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import check_task, cost_limits, make_env
 from lspc.run_logger import WANDB_MODES

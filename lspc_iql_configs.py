@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from lspc import LSPCError
-from lspc.data import density_bins
+from lspc.data.dataset import density_bins
 from lspc.envs import ALL_TASKS, check_task, cost_limits
 from lspc.run_logger import WANDB_MODES
 

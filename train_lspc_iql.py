@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lspc import LSPCError, training
-from lspc.data import TransitionBuffer, load_dataset
+from lspc.data.dataset import TransitionBuffer, load_dataset
 from lspc.losses import expectile_loss
 from lspc.training import Method
 from lspc_iql_configs import TrainConfig, config_dict, load_config

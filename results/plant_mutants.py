@@ -20,8 +20,8 @@ from typing import Dict, List, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Mutant = Tuple[str, str, str, str]
 
-FISOR = "lspc/fisor.py"
-TRAC = "lspc/trac.py"
+FISOR = "lspc/methods/fisor.py"
+TRAC = "lspc/methods/trac.py"
 LSPC = "train_lspc_iql.py"
 MUTANTS: Dict[str, List[Mutant]] = {
     "fisor": [

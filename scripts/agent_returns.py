@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import ALGORITHMS  # noqa: E402
+from lspc.data.behaviour import ALGORITHMS  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
-        from lspc import behaviour
+        from lspc.data import behaviour
 
         check_task(args.task)
         if args.episodes <= 0:

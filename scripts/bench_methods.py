@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
+from lspc.methods.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
 from lspc.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from lspc.device_emulation import VirtualCuda  # noqa: E402
 from lspc.envs import make_env  # noqa: E402

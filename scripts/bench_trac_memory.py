@@ -5,7 +5,7 @@
 
 Synthetic data of PointButton1's shape (2,268 trajectories x 1,000 steps, 76-dim observations,
 2-dim actions): standard-normal observations, actions and rewards, and per trajectory a cost rate
-drawn from [0, 0.05], so that both safe and unsafe segments occur. Only what ``lspc.trac.make_sampler``
+drawn from [0, 0.05], so that both safe and unsafe segments occur. Only what ``lspc.methods.trac.make_sampler``
 reads is generated (observations, actions, rewards, costs, terminals, timeouts; no
 next_observations), all float32. It then builds TraC's segments with the default number of them
 (TraC's rule: (episode_len - L) // 6 per trajectory) and reports, as one JSON line:
@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lspc import trac  # noqa: E402
-from lspc.baselines import BaselineConfig  # noqa: E402
+from lspc.methods import trac  # noqa: E402
+from lspc.methods.baselines import BaselineConfig  # noqa: E402
 
 TASK = "OfflinePointButton1Gymnasium-v0"
 OBS_DIM, ACT_DIM = 76, 2

@@ -8,7 +8,7 @@ Writes data.hdf5 (loadable by dsrl's get_dataset(h5path=...) and by train_lspc_i
 --dataset_path), data.card.json (statistics) and data.card.png (reward-vs-cost scatter).
 
 Behaviours: ``controller`` (the default where one exists: the four Ball/Car tasks) drives the
-simulator with lspc.collect's parameterized controllers. ``fsrl`` (the default elsewhere; needs
+simulator with lspc.data.collect's parameterized controllers. ``fsrl`` (the default elsewhere; needs
 `make install-collect`) trains FSRL PPO- or SAC-Lagrangian agents at several cost limits, as DSRL did, or
 reuses them from --agent_cache, rolls out their checkpoints with action noise, drops episodes
 above the cost cap and thins the (cost, reward) plane with DSRL's grid filter. Its episodes are
@@ -30,9 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import ALGORITHMS, COLLECTION_DEFAULTS, collection_setting  # noqa: E402
-from lspc.collect import CONTROLLERS, collect, default_cost_cap, process_pool, write_dsrl_hdf5  # noqa: E402
-from lspc.dataset_card import write_card  # noqa: E402
+from lspc.data.behaviour import ALGORITHMS, COLLECTION_DEFAULTS, collection_setting  # noqa: E402
+from lspc.data.collect import CONTROLLERS, collect, default_cost_cap, process_pool, write_dsrl_hdf5  # noqa: E402
+from lspc.data.dataset_card import write_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=None,
                         help="controller: episodes to keep (after the cost filter); "
                              "fsrl: episodes to roll out (before the cost cap and grid filter) "
-                             "(default: 600, or the task's entry in lspc.behaviour.TASK_COLLECTION)")
+                             "(default: 600, or the task's entry in lspc.data.behaviour.TASK_COLLECTION)")
     parser.add_argument("--out", required=True, help="output .hdf5 file")
     parser.add_argument("--seed", type=int, default=0, help="seeds the episodes and the behaviour noise (default: 0)")
     parser.add_argument("--max_cost", type=float, default=None,
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
                       help="FSRL agent: PPO-Lagrangian or SAC-Lagrangian (default: ppol, or the task's "
                            "TASK_COLLECTION entry)")
     fsrl.add_argument("--cost_limits", type=float, nargs="+", default=None,
-                      help="one agent per cost limit (default: the task's entry in lspc.behaviour.TASK_COLLECTION, "
+                      help="one agent per cost limit (default: the task's entry in lspc.data.behaviour.TASK_COLLECTION, "
                            "else half the lowest threshold, the middle one and twice the highest)")
     fsrl.add_argument("--agent_steps", type=int, nargs="+", default=None,
                       help="training steps per agent: one for all, or one per cost limit "
@@ -97,7 +97,7 @@ def collect_controller(args: argparse.Namespace, cost_cap: float) -> tuple:
 
 
 def collect_with_agents(args: argparse.Namespace, cost_cap: float) -> tuple:
-    from lspc import behaviour
+    from lspc.data import behaviour
 
     # checked before any training, which can take hours
     for name in ("episodes", "agent_epoch_steps", "agent_episodes_per_collect", "max_per_bin", "cost_bins",

@@ -22,7 +22,7 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lspc import LSPCError  # noqa: E402
-from lspc.dataset_card import refresh_card  # noqa: E402
+from lspc.data.dataset_card import refresh_card  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 
 MIN_EPISODES = {"bullet": 300, "velocity": 300, "safety_gymnasium": 200, "metadrive": 200}

@@ -199,7 +199,7 @@ def config_fields(cls: type) -> str:
 
 
 def config_default(qualified_name: str) -> str:
-    from lspc.baselines import BaselineConfig
+    from lspc.methods.baselines import BaselineConfig
     from lspc_iql_configs import TrainConfig
     classes = {"TrainConfig": TrainConfig, "BaselineConfig": BaselineConfig}
     class_name, _, name = qualified_name.partition(".")
@@ -228,7 +228,7 @@ def thresholds() -> str:
 
 
 def baseline_defaults() -> str:
-    from lspc.baselines import ALGOS, default_hparams, default_schedule
+    from lspc.methods.baselines import ALGOS, default_hparams, default_schedule
     bullet, metadrive = "OfflineBallRun-v0", "OfflineMetadrive-easysparse-v0"
     rows = []
     for algo in ALGOS:
@@ -250,7 +250,7 @@ def dataset_cards(directory: str) -> str:
 
 def code_values() -> Dict[str, int]:
     """Counts that pages state, read from the code so that they cannot drift from it."""
-    from lspc.baselines import ALGOS
+    from lspc.methods.baselines import ALGOS
     from lspc.envs import ALL_TASKS, SUITES
     return {"n_tasks": len(ALL_TASKS), **{f"n_{suite}": len(tasks) for suite, tasks in SUITES.items()},
             "n_baselines": len(ALGOS), "n_methods": len(ALGOS) + 1}
@@ -270,7 +270,7 @@ def render_marker(kind: str, argument: Optional[str], style: Optional[str]) -> s
         return renderers[argument]()
     if kind == "fields":
         if argument == "BaselineConfig":
-            from lspc.baselines import BaselineConfig
+            from lspc.methods.baselines import BaselineConfig
             return config_fields(BaselineConfig)
         if argument == "TrainConfig":
             from lspc_iql_configs import TrainConfig

@@ -31,7 +31,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lspc import LSPCError  # noqa: E402
-from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
+from lspc.methods.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
 from lspc.checkpoint import atomic_write_bytes  # noqa: E402
 from lspc.envs import SUITES, check_task  # noqa: E402
 from lspc.plots import plot_results_table  # noqa: E402

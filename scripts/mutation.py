@@ -52,19 +52,19 @@ TARGETS: Dict[str, List[str]] = {
         "tests/test_losses.py",  # every loss, mask, clamp and policy by hand
         "tests/test_fast_step.py",  # the fused training step equals the plain one
     ],
-    "lspc/fisor.py": [
+    "lspc/methods/fisor.py": [
         "tests/test_reference_fisor.py",  # one iteration and the acting recomputed independently
         "tests/test_fisor.py",
     ],
-    "lspc/trac.py": [
+    "lspc/methods/trac.py": [
         "tests/test_reference_trac.py",
         "tests/test_trac.py",
     ],
-    "lspc/cdt.py": [
+    "lspc/methods/cdt.py": [
         "tests/test_reference_cdt.py",
         "tests/test_cdt.py",
     ],
-    "lspc/baselines.py": [
+    "lspc/methods/baselines.py": [
         "tests/test_reference_baselines.py",  # one update of each osrl baseline, recomputed
         "tests/test_baselines.py::test_bc_safe_trains_only_on_trajectories_within_the_cost_limit",
         "tests/test_baselines.py::test_metrics_window_averages_and_names_the_first_non_finite_statistic",
@@ -76,7 +76,7 @@ TARGETS: Dict[str, List[str]] = {
         "tests/test_eval.py",  # seeded episodes, vector modes, normalized scores, eval_lspc's results
         "tests/test_cdt.py::test_batched_stateful_policy_equals_osrls_one_episode_rollout",  # an EpisodicPolicy
     ],
-    "lspc/data.py": [
+    "lspc/data/dataset.py": [
         "tests/test_mutation_gaps.py",  # the transition buffer and the dataset checks by hand
         "tests/test_data.py",  # density grid filter
         "tests/test_experiments.py::test_data_ratio_keeps_whole_trajectories_and_is_seeded",
@@ -91,7 +91,7 @@ TARGETS: Dict[str, List[str]] = {
 }
 # tests written beside these (issue 27's defaults tables) that check every method's settings
 DEFAULTS_TESTS = "tests/test_defaults.py"
-for _name in ("train_lspc_iql.py", "lspc/fisor.py", "lspc/trac.py", "lspc/cdt.py", "lspc/baselines.py"):
+for _name in ("train_lspc_iql.py", "lspc/methods/fisor.py", "lspc/methods/trac.py", "lspc/methods/cdt.py", "lspc/methods/baselines.py"):
     TARGETS[_name].append(DEFAULTS_TESTS)
 
 # mutmut's verdicts as stored in its cache

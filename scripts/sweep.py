@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import make_table  # noqa: E402
 from lspc import LSPCError, available_cores  # noqa: E402
-from lspc.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
+from lspc.methods.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
 from lspc.envs import SUITES, check_task, cost_limits  # noqa: E402
 
 if __name__ in sys.modules and __name__ != "__main__":  # imported: job processes could not import it by name

@@ -6,8 +6,8 @@
         [--name NAME] [--device cpu|cuda] [--wandb_mode offline|online|disabled] [--hidden_dim N]
         [--hparam NAME=VALUE ...] [--prompt KAPPA=RETURN,COST ...] [--resume RUN_DIR] [--print_config]
 
-The first seven are osrl-lib's (``lspc/baselines.py`` is the adapter) with OSRL's default
-hyperparameters and schedule; FISOR and TraC are ours (``lspc/fisor.py``, ``lspc/trac.py``) with
+The first seven are osrl-lib's (``lspc/methods/baselines.py`` is the adapter) with OSRL's default
+hyperparameters and schedule; FISOR and TraC are ours (``lspc/methods/fisor.py``, ``lspc/methods/trac.py``) with
 their authors' defaults and schedules. ``--hidden_dim`` sets every hidden layer's width instead (CDT:
 its embedding width; FISOR: its critics' and its denoiser's), ``--hparam`` any one hyperparameter (a
 YAML value, e.g. ``--hparam max_reward=500`` for CDT's augmentation on data with other reward scales).
@@ -43,9 +43,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.baselines import (ALGOS, OWN_MODULES, BaselineConfig, BaselineMethod, default_hparams,  # noqa: E402
+from lspc.methods.baselines import (ALGOS, OWN_MODULES, BaselineConfig, BaselineMethod, default_hparams,  # noqa: E402
                             default_schedule, load_baseline_config, own_module)
-from lspc.cdt import parse_prompts, prompt_for  # noqa: E402
+from lspc.methods.cdt import parse_prompts, prompt_for  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 from lspc.run_logger import WANDB_MODES  # noqa: E402
 from lspc.training import run_training_cli  # noqa: E402

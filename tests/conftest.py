@@ -12,7 +12,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # torch is imported, so this process and every script a test starts get one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from lspc.collect import collect, write_dsrl_hdf5  # noqa: E402
+from lspc.data.collect import collect, write_dsrl_hdf5  # noqa: E402
 
 
 # The files with the longest tests (a few minutes each on 2 cores) run first: `make test` hands test

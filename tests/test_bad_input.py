@@ -7,7 +7,7 @@ import pytest
 
 import train_lspc_iql
 from conftest import tiny_args
-from lspc.collect import write_dsrl_hdf5
+from lspc.data.collect import write_dsrl_hdf5
 
 
 def run_main(args, capsys):

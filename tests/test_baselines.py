@@ -12,10 +12,10 @@ import torch
 import yaml
 
 import eval_lspc
-from lspc.baselines import (ALGOS, OWN_MODULES, PER_THRESHOLD, config_dict, default_hparams, load_baseline_config, make_agent,
+from lspc.methods.baselines import (ALGOS, OWN_MODULES, PER_THRESHOLD, config_dict, default_hparams, load_baseline_config, make_agent,
                             make_sampler, training_data)
 from lspc.checkpoint import load_checkpoint, save_checkpoint
-from lspc.data import load_dataset
+from lspc.data.dataset import load_dataset
 from lspc.envs import make_env
 from lspc.run_logger import read_metrics
 from lspc.training import MetricsWindow, NonFiniteLoss

@@ -16,10 +16,10 @@ pytest.importorskip("numba", reason="the collect requirements are missing: make 
 
 from conftest import ROOT, load_script  # noqa: E402
 from lspc import LSPCError  # noqa: E402
-from lspc.behaviour import (AgentConfig, checkpoint_returns, collect_dataset, load_agent_file,  # noqa: E402
+from lspc.data.behaviour import (AgentConfig, checkpoint_returns, collect_dataset, load_agent_file,  # noqa: E402
                             train_agent)
-from lspc.collect import default_cost_cap, episode_returns, grid_filter, write_dsrl_hdf5  # noqa: E402
-from lspc.data import DSRL_KEYS  # noqa: E402
+from lspc.data.collect import default_cost_cap, episode_returns, grid_filter, write_dsrl_hdf5  # noqa: E402
+from lspc.data.dataset import DSRL_KEYS  # noqa: E402
 from lspc.envs import make_env, reset_seeded  # noqa: E402
 
 TASK = "OfflineBallRun-v0"
@@ -77,7 +77,7 @@ def test_a_larger_budget_resumes_from_the_last_epoch(agent, tmp_path):
 def test_a_resume_file_of_the_earlier_format_still_resumes(agent, tmp_path):
     import torch
 
-    from lspc.behaviour import _make_agent, _restore
+    from lspc.data.behaviour import _make_agent, _restore
 
     state = load_agent_file(os.path.join(agent.directory, "resume.pt"))
     old = {k: v for k, v in state.items() if k != "optimisers"} | {"optim": state["optimisers"]["policy"]}
@@ -95,7 +95,7 @@ SAC = dataclasses.replace(TINY, algorithm="sacl", steps=1000, epoch_steps=500, e
 def test_a_sac_lagrangian_agent_resumes_with_its_optimisers_temperature_and_replay_buffer(tmp_path):
     import torch
 
-    from lspc.behaviour import _make_agent, _optimisers, _restore
+    from lspc.data.behaviour import _make_agent, _optimisers, _restore
 
     first = train_agent(TASK, 10.0, dataclasses.replace(SAC, steps=500), str(tmp_path), log=lambda _: None)
     assert os.path.basename(first.directory) == "sacl-cost10-seed0" and len(first.checkpoints) == 1

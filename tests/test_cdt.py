@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import lspc.evaluation
-from lspc.baselines import osrl
-from lspc.cdt import CDT_DEFAULTS, CDTPolicy, SequenceSampler, cdt_defaults, prompt_for
+from lspc.methods.baselines import osrl
+from lspc.methods.cdt import CDT_DEFAULTS, CDTPolicy, SequenceSampler, cdt_defaults, prompt_for
 from lspc.envs import ALL_TASKS, cost_limits
 from lspc.evaluation import Evaluator, episode_seeds
 

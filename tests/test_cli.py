@@ -13,7 +13,7 @@ import yaml
 import train_lspc_iql
 from conftest import ROOT, load_script, tiny_args
 from lspc import LSPCError
-from lspc.baselines import BaselineConfig
+from lspc.methods.baselines import BaselineConfig
 from lspc.envs import SUITES, cost_limits
 from lspc_iql_configs import TrainConfig, _parser, field_help, load_config
 
@@ -204,12 +204,12 @@ def test_batch_larger_than_the_data_leaves_nothing(ballrun_file, tmp_path, capsy
 
 
 def test_a_failed_download_leaves_nothing_and_keeps_what_was_there(ballrun_file, tmp_path, monkeypatch, capsys):
-    import lspc.data
+    import lspc.data.dataset
 
     def no_network(url, **kwargs):
         raise LSPCError("could not download the dataset (no network)")
 
-    monkeypatch.setattr(lspc.data, "fetch_dsrl_file", no_network)
+    monkeypatch.setattr(lspc.data.dataset, "fetch_dsrl_file", no_network)
     args = tiny_args("", tmp_path)
     args = args[:args.index("--dataset_path")] + args[args.index("--dataset_path") + 2:]  # dsrl's download
     # a group directory that another run already uses, and a stopped run's directory with only its config

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lspc import LSPCError, available_cores
-from lspc.collect import (CONTROLLERS, collect, default_cost_cap, episode_returns, process_pool, threads_per_worker,
+from lspc.data.collect import (CONTROLLERS, collect, default_cost_cap, episode_returns, process_pool, threads_per_worker,
                           write_dsrl_hdf5)
-from lspc.dataset_card import write_card
-from lspc.data import DSRL_KEYS
+from lspc.data.dataset_card import write_card
+from lspc.data.dataset import DSRL_KEYS
 from lspc.envs import make_env, reset_seeded
 
 

@@ -13,7 +13,7 @@ import torch
 import eval_lspc
 import train_lspc_iql
 from conftest import load_script, tiny_args
-from lspc.baselines import BaselineMethod
+from lspc.methods.baselines import BaselineMethod
 from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, device_of
 

@@ -1,12 +1,12 @@
-"""lspc/data.py: dsrl's density grid filter with the task's bins from dsrl.infos.DENSITY_CFG."""
+"""lspc/data/dataset.py: dsrl's density grid filter with the task's bins from dsrl.infos.DENSITY_CFG."""
 import numpy as np
 import pytest
 
 import train_lspc_iql
 from conftest import tiny_args
 from lspc import LSPCError
-from lspc.collect import episode_returns, write_dsrl_hdf5
-from lspc.data import density_bins, load_dataset
+from lspc.data.collect import episode_returns, write_dsrl_hdf5
+from lspc.data.dataset import density_bins, load_dataset
 from lspc.envs import dsrl_infos, make_env
 
 TASK = "OfflineCarCircle-v0"  # DENSITY_CFG: 0.5 keeps at most 5 per bin, 0.75 at most 9; both drop bins of <= 2

@@ -2,8 +2,8 @@
 the cost limit and episode length checked to reach each osrl model.
 
 The tables below are transcribed from the authors' files (named beside each), never from this
-project's modules: a default that drifts in lspc/baselines.py, lspc/cdt.py, lspc/fisor.py or
-lspc/trac.py fails here. Sources:
+project's modules: a default that drifts in lspc/methods/baselines.py, lspc/methods/cdt.py, lspc/methods/fisor.py or
+lspc/methods/trac.py fails here. Sources:
   OSRL  liuzuxin/OSRL @ 03a4586: examples/configs/{bc,bcql,bearl,cpq,coptidice,cdt}_configs.py,
         examples/train/train_cdt.py; osrl-lib 0.1.0's osrl/algorithms/*.py for trainer defaults.
   FISOR ZhengYinan-AIR/FISOR @ 2097e8b: configs/train_config.py, jaxrl5/agents/fisor/fisor.py,
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lspc.baselines import BaselineConfig, default_hparams, default_schedule, make_agent
+from lspc.methods.baselines import BaselineConfig, default_hparams, default_schedule, make_agent
 from lspc.envs import ALL_TASKS, SUITES, check_task, cost_limits
 from lspc_iql_configs import TASK_OVERRIDES
 
@@ -128,7 +128,7 @@ OSRL_CDT_TASKS = {
     "OfflineMetadrive-hardmean-v0": (((300, 10), (350, 20), (400, 40)), 1, 500, 100, 1),
     "OfflineMetadrive-harddense-v0": (((300, 10), (350, 20), (400, 40)), 1, 500, 100, 1),
 }
-# our one deliberate departure (documented in lspc/cdt.py): medium-dense takes the other medium tasks' values
+# our one deliberate departure (documented in lspc/methods/cdt.py): medium-dense takes the other medium tasks' values
 CDT_TASK_FROM = {"OfflineMetadrive-mediumdense-v0": "OfflineMetadrive-mediummean-v0"}
 
 # ------------------------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def test_the_measurement_check_catches_a_typed_number():
 
 
 def test_readme_methods_match_the_code():
-    from lspc.baselines import ALGOS
+    from lspc.methods.baselines import ALGOS
     text = read(README)
     (methods,) = [t for t in markdown_tables(text) if t[0][0] == "method"]
     names = [re.sub(r"\s*\(.*\)$", "", row[0]).lower() for row in methods[1:]]

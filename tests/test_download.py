@@ -1,4 +1,4 @@
-"""lspc/download.py: the order of sources (dsrl's cache, DSRL's server, the Hugging Face mirror),
+"""lspc/data/download.py: the order of sources (dsrl's cache, DSRL's server, the Hugging Face mirror),
 against two loopback HTTP servers standing in for DSRL's host and the Hub."""
 import hashlib
 import http.server
@@ -10,8 +10,8 @@ import huggingface_hub.constants
 import pytest
 
 from lspc import LSPCError
-from lspc.data import load_dataset
-from lspc.download import HF_MIRROR_REPO, HF_REPO_ENV, dataset_url, fetch_dsrl_file
+from lspc.data.dataset import load_dataset
+from lspc.data.download import HF_MIRROR_REPO, HF_REPO_ENV, dataset_url, fetch_dsrl_file
 from lspc.envs import make_env
 
 NAME = "SafetyBallRun-v0-80-940.hdf5"  # dsrl.infos' file name for BallRun

@@ -14,8 +14,8 @@ import eval_lspc
 import train_lspc_iql
 from conftest import ROOT, tiny_args
 from lspc import LSPCError
-from lspc.collect import write_dsrl_hdf5
-from lspc.data import load_dataset, subsample_trajectories, trajectory_bounds
+from lspc.data.collect import write_dsrl_hdf5
+from lspc.data.dataset import load_dataset, subsample_trajectories, trajectory_bounds
 from lspc.envs import make_env
 from lspc_iql_configs import load_config
 from test_losses import make_agent, make_batch, set_constant, set_head_constant

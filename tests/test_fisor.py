@@ -1,4 +1,4 @@
-"""FISOR (lspc/fisor.py): its losses, weights and diffusion schedule against hand-computed numbers,
+"""FISOR (lspc/methods/fisor.py): its losses, weights and diffusion schedule against hand-computed numbers,
 acting, seeding, checkpoints and a few training steps."""
 import io
 import math
@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
-from lspc import LSPCError, fisor
-from lspc.baselines import BaselineConfig
+from lspc import LSPCError
+from lspc.methods import fisor
+from lspc.methods.baselines import BaselineConfig
 from lspc.envs import make_env
 
 TASK = "OfflineBallRun-v0"

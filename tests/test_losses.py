@@ -14,7 +14,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lspc.data import episode_dones  # noqa: E402
+from lspc.data.dataset import episode_dones  # noqa: E402
 from lspc.evaluation import better_than  # noqa: E402
 from lspc_iql_configs import TrainConfig  # noqa: E402
 from train_lspc_iql import (  # noqa: E402

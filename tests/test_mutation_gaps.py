@@ -1,5 +1,5 @@
 """Checks that the mutation run (scripts/mutation.py, results/mutation/) found missing: each test here
-kills mutants of lspc/data.py or lspc/evaluation.py that every other fast test let live."""
+kills mutants of lspc/data/dataset.py or lspc/evaluation.py that every other fast test let live."""
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lspc import LSPCError
-from lspc.collect import write_dsrl_hdf5
-from lspc.data import (TransitionBuffer, check_dataset, check_file_keys, load_dataset, subsample_trajectories,
+from lspc.data.collect import write_dsrl_hdf5
+from lspc.data.dataset import (TransitionBuffer, check_dataset, check_file_keys, load_dataset, subsample_trajectories,
                        trajectory_bounds)
 from lspc.envs import make_env
 from lspc.evaluation import Evaluator, SeededEpisodeEnv, choose_vector, episode_seeds, summarize

@@ -1,6 +1,6 @@
 """One training step and the acting policy of each osrl-lib baseline, recomputed independently.
 
-For BC-All, BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE, through our adapter (``lspc.baselines``:
+For BC-All, BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE, through our adapter (``lspc.methods.baselines``:
 the sampler, the agent's ``train`` and ``act``): from a fixed small batch and a deep copy of the
 networks before the step, every loss of one ``train()`` call is recomputed here with the formulas
 of the papers as osrl-lib 0.1.0 implements them (osrl/algorithms/{bc,bcql,bearl,cpq,coptidice}.py),
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lspc.baselines import BaselineConfig, default_hparams, make_agent, make_sampler, training_data
+from lspc.methods.baselines import BaselineConfig, default_hparams, make_agent, make_sampler, training_data
 
 STATE_DIM, ACTION_DIM, MAX_ACTION = 3, 2, 2.0
 LATENT = 2 * ACTION_DIM  # osrl's VAE latent: twice the action dimension

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from lspc import LSPCError
-from lspc.baselines import BaselineConfig, default_hparams, make_agent, make_sampler, sequence_sampler
-from lspc.cdt import max_reward_warning
+from lspc.methods.baselines import BaselineConfig, default_hparams, make_agent, make_sampler, sequence_sampler
+from lspc.methods.cdt import max_reward_warning
 
 STATE_DIM, ACTION_DIM, MAX_ACTION = 3, 2, 1.0
 SEQ_LEN, EPISODE_LEN, BATCH = 3, 12, 16

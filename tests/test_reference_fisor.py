@@ -1,11 +1,11 @@
-"""FISOR (lspc/fisor.py) against a reference written here: one ``train()`` iteration and ``act()``.
+"""FISOR (lspc/methods/fisor.py) against a reference written here: one ``train()`` iteration and ``act()``.
 
 The reference follows the authors' JAX code (ZhengYinan-AIR/FISOR: jaxrl5/agents/fisor/fisor.py
 ``update``, ``update_actor``, ``update_v``, ``update_q``, ``update_vc``, ``update_qc`` and
 ``eval_actions``; jaxrl5/networks/diffusion.py ``ddpm_sampler``, ``vp_beta_schedule``, ``DDPM``,
 ``FourierFeatures``; jaxrl5/networks/resnet.py; configs/train_config.py), restated in PyTorch from
 the agent's parameters only: every forward pass, loss, optimizer step, target and EMA update is
-recomputed here, none of lspc/fisor.py's helpers is called. The hyperparameters are off their
+recomputed here, none of lspc/methods/fisor.py's helpers is called. The hyperparameters are off their
 defaults and distinct from each other (the two expectiles, tau and the EMA rate, the learning
 rates), so a wire crossed between two of them shows; the batch is checked to reach every branch
 of the weights and of the reachability target. Tiny networks: each test takes well under a second.
@@ -19,8 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lspc import LSPCError, fisor
-from lspc.baselines import BaselineConfig
+from lspc import LSPCError
+from lspc.methods import fisor
+from lspc.methods.baselines import BaselineConfig
 
 TASK = "OfflineBallRun-v0"
 OBS_DIM, ACT_DIM = 5, 2

@@ -1,4 +1,4 @@
-"""TraC (lspc/trac.py) against a reference written here: ``train()`` through behaviour cloning, the
+"""TraC (lspc/methods/trac.py) against a reference written here: ``train()`` through behaviour cloning, the
 switch and the classification phase, ``act()``, and the budget guard.
 
 The reference follows the authors' code (zgong11/TraC: research/algs/trac.py ``trac_with_logits``,
@@ -6,7 +6,7 @@ The reference follows the authors' code (zgong11/TraC: research/algs/trac.py ``t
 and restates it in PyTorch from the agent's parameters only: the actor's forward pass (dropout drawn
 from the global generator, as nn.Dropout does), log pi = -||pi(s) - a||^2, the discounted segment
 score against the frozen reference (dropout off), the weighted logistic loss, and one Adam per
-phase (a fresh one at the switch) with the warm-up learning rate. None of lspc/trac.py's helpers
+phase (a fresh one at the switch) with the warm-up learning rate. None of lspc/methods/trac.py's helpers
 is called. The hyperparameters are off their defaults and distinct, the batches mix labels,
 weights and unequal label counts, so a crossed wire shows. Tiny networks: about a second.
 """
@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from lspc import LSPCError, trac
-from lspc.baselines import BaselineConfig
+from lspc import LSPCError
+from lspc.methods import trac
+from lspc.methods.baselines import BaselineConfig
 
 TASK = "OfflineBallRun-v0"
 OBS_DIM, ACT_DIM, SEG_LEN, BATCH = 4, 2, 5, 8

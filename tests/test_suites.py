@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, tiny_args
 from lspc import LSPCError, envs
 from lspc.checkpoint import load_checkpoint
-from lspc.collect import write_dsrl_hdf5
+from lspc.data.collect import write_dsrl_hdf5
 from lspc.run_logger import read_metrics
 from lspc.suite_shims import ndarray_dataclass_defaults
 
@@ -147,7 +147,7 @@ def test_plain_skybox_changes_no_observation_reward_or_cost(monkeypatch):
 
 @needs_safety_gymnasium
 def test_a_seeded_safety_gymnasium_reset_does_not_depend_on_earlier_episodes():
-    """What lets FSRL rollouts (lspc.behaviour.rollout_chunk) reuse one Safety-Gymnasium env for many episodes."""
+    """What lets FSRL rollouts (lspc.data.behaviour.rollout_chunk) reuse one Safety-Gymnasium env for many episodes."""
     def episode(env, seed: int) -> np.ndarray:
         rows, rng = [envs.reset_seeded(env, seed)], np.random.default_rng(seed)
         for _ in range(40):

@@ -1,4 +1,4 @@
-"""TraC (lspc/trac.py): segment labels and weights, the classification loss, the frozen reference,
+"""TraC (lspc/methods/trac.py): segment labels and weights, the classification loss, the frozen reference,
 index-only segments, seeding, and complete checkpoints."""
 import io
 import math
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lspc import LSPCError, trac
-from lspc.baselines import BaselineConfig
+from lspc import LSPCError
+from lspc.methods import trac
+from lspc.methods.baselines import BaselineConfig
 from lspc.envs import ALL_TASKS, check_task, make_env
 
 TASK = "OfflineBallRun-v0"

@@ -2,28 +2,28 @@
 
 The first seven are osrl-lib's own models and trainers (``osrl.algorithms``) with OSRL's default
 hyperparameters; nothing here re-implements their losses. FISOR and TraC are not in osrl-lib: they
-are ours (``lspc/fisor.py``, ``lspc/trac.py``), each module giving its defaults, its sampler and its
+are ours (``lspc/methods/fisor.py``, ``lspc/methods/trac.py``), each module giving its defaults, its sampler and its
 agent, which this module dispatches to. This module is the one adapter between them and this
 project: ``BaselineMethod`` gives the shared training loop (``lspc/training.py``) the data they
 train on, the seeded batch sampler, the agent (one gradient step, batched seeded policies for
 ``lspc.evaluation.Evaluator``, a complete state for checkpoints); ``scripts/train_baseline.py`` is
 its command line and ``eval_lspc.py`` scores their run directories like LSPC's.
 
-What osrl-lib 0.1.0 needs around it, and why (each point is handled here or in ``lspc/cdt.py``):
+What osrl-lib 0.1.0 needs around it, and why (each point is handled here or in ``lspc/methods/cdt.py``):
   1. ``osrl.algorithms`` imports ``fsrl.utils`` (for the ``DummyLogger``/``WandbLogger`` defaults of
      its trainers), which imports tensorboard and wandb: fast-safe-rl is installed ``--no-deps``
      and tensorboard pinned (requirements). osrl also prints a notice about CDT's package on
      import; it is silenced. The trainers log through ``logger.store(**stats)``: they get
      ``_StepStats``, whose values ``train`` returns, so fsrl's loggers are never used.
   2. osrl samples batches with ``np.random.choice`` inside DataLoader workers, which no seed
-     reproduces; we sample with a seeded ``torch.Generator`` (``lspc.data.TransitionBuffer``; CDT's
-     sequences in ``lspc.cdt.SequenceSampler``) and build COptiDICE's episode-start flags and
+     reproduces; we sample with a seeded ``torch.Generator`` (``lspc.data.dataset.TransitionBuffer``; CDT's
+     sequences in ``lspc.methods.cdt.SequenceSampler``) and build COptiDICE's episode-start flags and
      statistics with osrl's own ``TransitionDataset``.
   3. osrl's ``Trainer.evaluate`` runs unseeded single-env episodes; our policies act on a batch and
      draw any noise from the evaluator's generator. BCQ-Lag's ``VAE.decode`` draws its latent from
      the global torch generator when given none: ``act`` passes one drawn from the evaluation
      generator, clamped to [-0.5, 0.5] as ``VAE.decode`` does. CDT acts through
-     ``lspc.cdt.CDTPolicy``, with per-episode state, prompted per threshold.
+     ``lspc.methods.cdt.CDTPolicy``, with per-episode state, prompted per threshold.
   4. ``model.state_dict()`` misses state the algorithms keep in plain attributes: CPQ's and
      BEAR-Lag's ``log_alpha``, COptiDICE's ``tau``/``lmbda`` (their optimizers hold them, so they
      are restored in place) and its data statistics, the PID controllers of BCQ-Lag and BEAR-Lag
@@ -49,9 +49,9 @@ import torch
 import yaml
 
 from lspc import LSPCError
-from lspc.cdt import DATA_KEYS as CDT_DATA_KEYS
-from lspc.cdt import CDTPolicy, SequenceSampler, cdt_defaults, max_reward_warning, prompt_for
-from lspc.data import TransitionBuffer, load_dataset
+from lspc.methods.cdt import DATA_KEYS as CDT_DATA_KEYS
+from lspc.methods.cdt import CDTPolicy, SequenceSampler, cdt_defaults, max_reward_warning, prompt_for
+from lspc.data.dataset import TransitionBuffer, load_dataset
 from lspc.envs import check_task, cost_limits
 from lspc.evaluation import BatchPolicy
 from lspc.training import Method
@@ -62,10 +62,10 @@ ALGOS = ("bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", 
 # reachability critic) never see it in training
 PER_THRESHOLD = ("bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "trac")
 # the methods implemented here rather than in osrl-lib: algo -> (module, its agent class), imported on first use
-OWN_MODULES = {"fisor": ("lspc.fisor", "FISOR"), "trac": ("lspc.trac", "TraC")}
+OWN_MODULES = {"fisor": ("lspc.methods.fisor", "FISOR"), "trac": ("lspc.methods.trac", "TraC")}
 
 # OSRL's defaults: liuzuxin/OSRL examples/configs/{bc,cpq,bcql,bearl,coptidice}_configs.py (the versions
-# that go with osrl-lib 0.1.0's algorithms); CDT's in lspc/cdt.py. Model and trainer arguments;
+# that go with osrl-lib 0.1.0's algorithms); CDT's in lspc/methods/cdt.py. Model and trainer arguments;
 # cost_scale is 1 in all of them (the trainers' default). BC's gamma discounts the cost returns BC-Safe filters on.
 _BC = dict(a_hidden_sizes=[256, 256], actor_lr=1e-3, gamma=1.0)
 _CRITICS = dict(a_hidden_sizes=[256, 256], c_hidden_sizes=[256, 256], gamma=0.99, reward_scale=0.1)
@@ -95,7 +95,7 @@ _OSRL_CLASSES = {"bc-all": "BC", "bc-safe": "BC", "cdt": "CDT", "cpq": "CPQ", "b
 
 
 def own_module(algo: str) -> Any:
-    """``lspc.fisor`` or ``lspc.trac``: defaults, ``make_sampler`` and the agent class of one of our methods."""
+    """``lspc.methods.fisor`` or ``lspc.methods.trac``: defaults, ``make_sampler`` and the agent class of one of our methods."""
     return importlib.import_module(OWN_MODULES[algo][0])
 
 

@@ -43,7 +43,7 @@ import torch
 
 from lspc import LSPCError
 from lspc.checkpoint import atomic_write_bytes
-from lspc.collect import (EpisodeChunks, collect_in_chunks, episode_start_seed, episodes_to_dsrl, grid_filter,
+from lspc.data.collect import (EpisodeChunks, collect_in_chunks, episode_start_seed, episodes_to_dsrl, grid_filter,
                           record_episode)
 from lspc.envs import check_task, cost_limits, make_env, numpy_state_kept
 
@@ -393,7 +393,7 @@ def rollout_chunk(task: str, checkpoints: Tuple[str, ...], config: AgentConfig, 
                   action_noise: float, episodes: range) -> List[Dict[str, np.ndarray]]:
     """Episodes ``episodes`` with their provenance (start seed, checkpoint index, noise scale)."""
     policy = _policy(task, config.algorithm, config.hidden_sizes)
-    # Bullet's reset keeps some simulator state (see lspc.collect): each of its episodes gets a fresh env.
+    # Bullet's reset keeps some simulator state (see lspc.data.collect): each of its episodes gets a fresh env.
     # A seeded Safety-Gymnasium reset rebuilds the world and starts the same episode whatever ran before
     # (tests/test_suites.py), and launching MetaDrive's engine for every episode took most of its time.
     fresh_env_per_episode = check_task(task) == "bullet"

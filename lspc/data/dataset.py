@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lspc import LSPCError
-from lspc.download import fetch_dsrl_file
+from lspc.data.download import fetch_dsrl_file
 from lspc.envs import dsrl_infos
 
 DSRL_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")

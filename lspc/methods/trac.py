@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 
 from lspc import LSPCError
-from lspc.data import trajectory_bounds
+from lspc.data.dataset import trajectory_bounds
 from lspc.envs import SUITES, check_task
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ the order of the paper:
      it is extracted with a weighted DDPM (noise prediction with an LN-ResNet). At test time
      the EMA diffusion policy proposes candidates and the one with the lowest Q_h is taken.
 The module gives the project's shared training loop (lspc/training.py, through
-lspc/baselines.py) ``default_hparams``, ``default_schedule``, ``make_sampler`` and the agent
+lspc/methods/baselines.py) ``default_hparams``, ``default_schedule``, ``make_sampler`` and the agent
 ``FISOR`` (one ``train`` iteration, batched seeded ``act``, a complete ``state_dict``).
 
 The facts follow the authors' JAX code (ZhengYinan-AIR/FISOR: jaxrl5/agents/fisor/fisor.py,
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from lspc import LSPCError
 from lspc.checkpoint import derived_seed, generator_state, restore_generator
-from lspc.data import TransitionBuffer, trajectory_bounds
+from lspc.data.dataset import TransitionBuffer, trajectory_bounds
 from lspc.envs import check_task, dsrl_infos, dsrl_key
 from lspc.evaluation import BatchPolicy
 from lspc.losses import expectile_loss  # on diff = Q - V: V tracks an upper expectile of Q

@@ -7,8 +7,8 @@ from typing import Dict
 import numpy as np
 
 from lspc.checkpoint import atomic_write_bytes
-from lspc.collect import episode_returns
-from lspc.data import check_file_keys
+from lspc.data.collect import episode_returns
+from lspc.data.dataset import check_file_keys
 from lspc.envs import cost_limits, dsrl_reference
 
 

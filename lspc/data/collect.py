@@ -10,7 +10,7 @@ cost (``dsrl.infos.MAX_EPISODE_COST``, see ``default_cost_cap``) are dropped.
 Episode ``i`` depends only on ``(seed, i)``: the same seed gives the same file whatever the number
 of worker processes.
 
-What every behaviour shares (lspc.behaviour's FSRL agents too) is here as well: the DSRL layout and
+What every behaviour shares (lspc.data.behaviour's FSRL agents too) is here as well: the DSRL layout and
 its writer, DSRL's (cost, reward) grid filter, and episodes saved in chunks so that a long
 collection can be resumed.
 """
@@ -31,7 +31,7 @@ import tqdm
 
 from lspc import LSPCError, available_cores
 from lspc.checkpoint import atomic_write_bytes
-from lspc.data import DSRL_KEYS
+from lspc.data.dataset import DSRL_KEYS
 from lspc.envs import cost_limits, dsrl_reference, make_env, reset_seeded
 
 Controller = Callable[[gym.Env, int], np.ndarray]  # (env, step) -> action
