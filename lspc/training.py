@@ -298,11 +298,6 @@ def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
     return run_dir, lock, cfg.resume is not None and has_checkpoint
 
 
-def eval_log_entries(prefix: str, scores: Dict[str, float]) -> Dict[str, float]:
-    """One policy's evaluation under the authors' release's names (``lspc.run_logger.eval_entries``)."""
-    return eval_entries(prefix, scores)
-
-
 def seed_all(seed: int) -> None:
     """osrl's seed_all (Python, numpy, torch and CUDA generators; cuDNN deterministic), which every
     method's data and initialization draw from."""
@@ -441,7 +436,7 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
                       for key, policy in agent.training_policies().items()}
             entries = {}
             for key, (prefix, _) in method.policies.items():
-                entries.update(eval_log_entries(prefix, scores[key]))
+                entries.update(eval_entries(prefix, scores[key]))  # the authors' release's names
             if agent.device.type == "cuda":  # the allocator's own count: no wait for the device
                 entries["gpu/peak_memory_mb"] = torch.cuda.max_memory_allocated(agent.device) / 2**20
             logger.log(step, {**entries, **clock.entries(step)})
