@@ -198,3 +198,20 @@ def test_evaluator_grows_to_more_episodes_than_it_was_made_for(vector):
     assert grown["length"].tolist() == [15, 15, 15]
     for key in ("reward", "cost", "length"):
         assert grown[key].tolist() == expected[key].tolist(), key
+
+
+def test_one_env_per_process_suites_need_async_from_two_episodes_on():
+    metadrive = "OfflineMetadrive-easysparse-v0"
+    with pytest.raises(LSPCError, match="allows one environment per process: run its 2 episodes with --vector async"):
+        choose_vector(metadrive, "lockstep", 2)
+    assert choose_vector(metadrive, "async", 2) == "async"
+
+
+@pytest.mark.parametrize("vector, kind", [("sync", gym.vector.SyncVectorEnv), ("async", gym.vector.AsyncVectorEnv)])
+def test_async_runs_the_episodes_in_subprocesses(vector, kind):
+    # the modes give the same returns (tests/test_eval.py), so only the kind of vector env tells them apart
+    evaluator = Evaluator("OfflineBallRun-v0", 15, 2, vector)
+    try:
+        assert type(evaluator.envs.vector_env) is kind
+    finally:
+        evaluator.close()
