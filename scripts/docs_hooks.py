@@ -258,6 +258,20 @@ def code_values() -> Dict[str, int]:
 
 # ---------------------------------------------------------------- the hook
 
+def include_report(path: str) -> str:
+    """A markdown report that a script under results/ writes (the mutation report, the planted-error
+    tables), inserted as it is but for its title, which the page has."""
+    if not path.startswith("results/") or not path.endswith(".md"):
+        raise DocsError(f"include takes a markdown report under results/, got {path!r}")
+    full = os.path.join(ROOT, path)
+    if not os.path.isfile(full):
+        raise DocsError(f"{path} does not exist")
+    lines = open(full, encoding="utf-8").read().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip() + "\n"
+
+
 def render_marker(kind: str, argument: Optional[str], style: Optional[str]) -> str:
     argument = (argument or "").strip()
     if kind == "table":
@@ -291,6 +305,8 @@ def render_marker(kind: str, argument: Optional[str], style: Optional[str]) -> s
         return str(values[argument])
     if kind == "default":
         return config_default(argument)
+    if kind == "include":
+        return include_report(argument)
     raise DocsError(f"unknown marker {{{{ {kind} }}}}")
 
 

@@ -231,3 +231,15 @@ def test_data_files_parse_as_csv():
         with open(path, encoding="utf-8") as f:
             rows = list(csv.reader(line for line in f if not line.startswith("#")))
         assert len({len(r) for r in rows}) == 1, rel(path)
+
+
+def test_an_included_report_is_inserted_as_written_but_for_its_title(tmp_path, monkeypatch):
+    report = "results/mutation/README.md"
+    lines = open(os.path.join(ROOT, report), encoding="utf-8").read().splitlines()
+    rendered = hooks.render("{{ include: " + report + " }}")
+    assert lines[0].startswith("# ") and lines[0] not in rendered
+    assert rendered.strip() == "\n".join(lines[1:]).strip()
+    with pytest.raises(hooks.DocsError, match="under results/"):
+        hooks.render("{{ include: README.md }}")
+    with pytest.raises(hooks.DocsError, match="does not exist"):
+        hooks.render("{{ include: results/none.md }}")
