@@ -13,7 +13,7 @@ from lspc.data.collect import write_dsrl_hdf5
 from lspc.data.dataset import (TransitionBuffer, check_dataset, check_file_keys, load_dataset, subsample_trajectories,
                        trajectory_bounds)
 from lspc.envs import make_env
-from lspc.evaluation import Evaluator, SeededEpisodeEnv, choose_vector, episode_seeds, summarize
+from lspc.evaluation import Evaluator, SeededEpisodeEnv, better_than, choose_vector, episode_seeds, summarize
 
 N = 6  # transitions of the hand-made dataset
 
@@ -215,3 +215,11 @@ def test_async_runs_the_episodes_in_subprocesses(vector, kind):
         assert type(evaluator.envs.vector_env) is kind
     finally:
         evaluator.close()
+
+
+def test_a_feasible_evaluation_beats_an_infeasible_one_whatever_their_rewards():
+    """Feasibility first: a feasible score with a very negative reward still beats an infeasible one,
+    however small its cost excess (a tie on the first key would let the second decide)."""
+    feasible = {"normalized_reward": -3.0, "normalized_cost": 0.5}
+    infeasible = {"normalized_reward": 2.0, "normalized_cost": 1.2}
+    assert better_than(feasible, infeasible) and not better_than(infeasible, feasible)
