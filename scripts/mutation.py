@@ -291,13 +291,17 @@ def report(workdir: str) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     verdicts, reports = load_verdicts(), {}
     for path in TARGETS:
-        dest = os.path.join(workdir, slug(path))
-        if not os.path.isfile(os.path.join(dest, ".mutmut-cache")):
+        dest, saved = os.path.join(workdir, slug(path)), os.path.join(RESULTS, f"{slug(path)}.json")
+        if os.path.isfile(os.path.join(dest, ".mutmut-cache")):
+            reports[path] = file_report(path, dest, verdicts)
+            with open(saved, "w") as f:
+                json.dump(reports[path], f, indent=1)
+                f.write("\n")
+        elif os.path.isfile(saved):  # measured before, on another machine or in an earlier session
+            with open(saved) as f:
+                reports[path] = json.load(f)
+        else:
             continue
-        reports[path] = file_report(path, dest, verdicts)
-        with open(os.path.join(RESULTS, f"{slug(path)}.json"), "w") as f:
-            json.dump(reports[path], f, indent=1)
-            f.write("\n")
         c = reports[path]["counts"]
         print(f"{path}: {reports[path]['mutants']} mutants ({c['invalid']} not compiling), "
               f"{c['killed'] + c['suspicious']} killed, "
