@@ -383,6 +383,11 @@ def _group_by_virtual_device(tensorlistlist: List[List[Optional[torch.Tensor]]],
     return keyed
 
 
+def active() -> Optional["VirtualCuda"]:
+    """The innermost ``VirtualCuda`` in force, or None on a real device."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 class VirtualCuda:
     """A context in which ``cuda`` devices exist, emulated on the CPU (see the module's docstring).
 

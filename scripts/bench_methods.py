@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 from lspc import LSPCError  # noqa: E402
 from lspc.methods.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
 from lspc.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from lspc.device_emulation import VirtualCuda  # noqa: E402
+from lspc.device_emulation import VirtualCuda, active  # noqa: E402
 from lspc.envs import make_env  # noqa: E402
 from lspc.training import Method, seed_all  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
@@ -67,7 +67,8 @@ def method_for(name: str, task: str, dataset_path: str, device: str, batch_size:
                                          **{**schedule, **fields}))
 
 
-def _build(method: Method):
+def build(method: Method):
+    """``method``'s env, device, seeded sampler and agent, as the training loop makes them."""
     env = make_env(method.cfg.task)
     data = method.load_data(env)
     seed_all(0)
@@ -89,10 +90,9 @@ def _sync_counter(device: torch.device) -> Callable[[Callable[[], Any]], List[st
                     torch.cuda.set_sync_debug_mode("default")
             return [f"{w.filename}:{w.lineno}" for w in caught if SYNC_WARNING in str(w.message)]
         return count
-    from lspc.device_emulation import _ACTIVE
 
     def count(fn):
-        emulation = _ACTIVE[-1]
+        emulation = active()
         before = len(emulation.sync_sites)
         fn()
         return [f"{site.kind} at {site.where}" + (f" (in {site.within_torch})" if site.within_torch else "")
@@ -101,14 +101,13 @@ def _sync_counter(device: torch.device) -> Callable[[Callable[[], Any]], List[st
 
 
 def _real_cuda() -> bool:
-    from lspc.device_emulation import _ACTIVE
-    return not _ACTIVE and torch.cuda.is_available()
+    return active() is None and torch.cuda.is_available()
 
 
 def host_syncs(method: Method, steps: int = 3, warmup: int = 2) -> Dict[str, Any]:
     """Host syncs per training step of ``method`` on its (CUDA) device, before and right after a
     checkpoint round trip; ``sites`` counts where they came from."""
-    env, device, sampler, agent = _build(method)
+    env, device, sampler, agent = build(method)
     count = _sync_counter(device)
     batch_size = method.cfg.batch_size
     try:
@@ -128,7 +127,7 @@ def host_syncs(method: Method, steps: int = 3, warmup: int = 2) -> Dict[str, Any
 
 
 def time_steps(method: Method, steps: int, warmup: int) -> Dict[str, Any]:
-    env, device, sampler, agent = _build(method)
+    env, device, sampler, agent = build(method)
     batch_size = method.cfg.batch_size
 
     def synchronize() -> None:

@@ -155,9 +155,8 @@ def determinism(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     """Each method twice from seed 0, with and without deterministic algorithms: bit-exact or not."""
     import torch
 
-    from bench_methods import METHODS, method_for
-    from lspc.envs import make_env
-    from lspc.training import seed_all, use_deterministic_algorithms
+    from bench_methods import METHODS, build, method_for
+    from lspc.training import use_deterministic_algorithms
 
     batch_size, hparams = (64, {"cdt": {"augment_percent": 0}}) if report.cpu else (None, {})
     results = {}
@@ -170,11 +169,7 @@ def determinism(report: Report, device: str, dataset: str) -> Dict[str, Any]:
                     use_deterministic_algorithms()
                 try:
                     method = method_for(name, TASK, dataset, device, batch_size, hparams.get(name))
-                    env = make_env(TASK)
-                    data = method.load_data(env)
-                    seed_all(0)
-                    sampler = method.make_sampler(data, torch.device(device))
-                    agent = method.make_agent(env, torch.device(device), data)
+                    env, _, sampler, agent = build(method)
                     for _ in range(report.size("determinism_steps")):
                         agent.train(sampler.sample(method.cfg.batch_size))
                     digests.append(state_digest(agent.state_dict()))

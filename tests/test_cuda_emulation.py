@@ -15,7 +15,7 @@ import train_lspc_iql
 from conftest import load_script, tiny_args
 from lspc.methods.baselines import BaselineMethod
 from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from lspc.device_emulation import VirtualCuda, VirtualDeviceError, device_of
+from lspc.device_emulation import VirtualCuda, VirtualDeviceError, active, device_of
 
 train_baseline = load_script("train_baseline")
 bench_methods = load_script("bench_methods")
@@ -209,10 +209,10 @@ def syncs_per_step(monkeypatch):
             train = agent.train
 
             def counted(batch):
-                from lspc.device_emulation import _ACTIVE
-                before = _ACTIVE[-1].total_syncs if _ACTIVE else 0
+                syncs = lambda: active().total_syncs if active() else 0  # noqa: E731 (0 on a real GPU)
+                before = syncs()
                 metrics = train(batch)
-                counts.append((_ACTIVE[-1].total_syncs if _ACTIVE else 0) - before)
+                counts.append(syncs() - before)
                 return metrics
 
             agent.train = counted
