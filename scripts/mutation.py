@@ -6,7 +6,10 @@
 ``run`` copies the working tree (tracked files and untracked, not ignored ones) to ``<workdir>/<file>/``
 and runs mutmut 2 there, never in the repository: mutmut writes each mutant into the source file
 on disk, and other processes (a test run, an editor) must never see one. Each mutant is tested with
-``pytest -x`` on the fast tests that TARGETS maps its file to, one mutant at a time. mutmut's cache
+``pytest -x`` on the fast tests that TARGETS maps its file to, one mutant at a time, in a process
+forked from a server that imported torch and the other third-party libraries once (``serve``):
+importing them took 2 of the 4 to 8 seconds a mutant cost. The project's own modules are never
+imported by the server, so each forked test run imports the mutant from disk. mutmut's cache
 (``<workdir>/<file>/.mutmut-cache``) keeps the verdicts, so an interrupted run continues where it
 stopped, and a changed tests/ folder retests only the survivors.
 
@@ -32,6 +35,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import tomllib
 from typing import Dict, List, Optional
 
@@ -58,7 +62,7 @@ TARGETS: Dict[str, List[str]] = {
     ],
     "lspc/methods/trac.py": [
         "tests/test_reference_trac.py",
-        "tests/test_trac.py",
+        "tests/test_trac.py",  # ends with the sweep's budget guard, a process start
     ],
     "lspc/methods/cdt.py": [
         "tests/test_reference_cdt.py",
@@ -131,14 +135,86 @@ def copy_tree(dest: str) -> None:
             shutil.copy2(source, os.path.join(dest, name))
 
 
+SERVER_SOCKET = ".mutation-tests.sock"  # in each copy: where its test server listens
+SERVER_LOG = ".mutation-tests.log"  # the output of the last forked test run (the unmutated one's, if it failed)
+# third-party libraries the tests import, imported once by the server; none of the project's modules
+PRELOAD = ("numpy", "torch", "torch.nn", "torch.distributions", "torch.optim", "gymnasium", "pytest", "yaml",
+           "pyrallis", "tqdm", "h5py", "dsrl", "dsrl.offline_env", "osrl", "osrl.common.net", "osrl.algorithms")
+
+# The runner mutmut starts per mutant: it asks the server to fork a pytest run and exits with the run's
+# status. mutmut 2 counts only exit status 1 as killed, so a failing run (a mutant that breaks an import
+# makes pytest exit with 2) is sent as 1, and a server that cannot be reached exits 3: survived, never a
+# false kill. mutmut kills the runner at a timeout; the server then kills the forked run (its closed
+# connection says so).
+CLIENT = """import json, socket, sys
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    conn.connect(sys.argv[1])
+    conn.sendall((json.dumps(sys.argv[2:]) + "\\n").encode())
+    reply = conn.recv(1)
+except OSError as err:
+    print(f"mutation test server: {err}", file=sys.stderr)
+    sys.exit(3)
+sys.exit(reply[0] if reply else 3)
+"""
+
+
 def runner_command(tests: List[str]) -> str:
-    # pytest in the process mutmut starts, so that its kill at a timeout ends the tests too (a shell
-    # around pytest would die alone and leave pytest holding mutmut's output pipe). mutmut 2 counts
-    # only exit status 1 as killed, but a mutant that breaks an import makes pytest exit with 2
-    # (collection error): any failure becomes 1. -x: the first failure kills the mutant; no cache
-    # provider: nothing written beside the tests.
-    code = "import sys, pytest; sys.exit(1 if pytest.main(sys.argv[1:]) else 0)"
-    return shlex.join([sys.executable, "-c", code, "-x", "-q", "-p", "no:cacheprovider", *tests])
+    # -x: the first failure kills the mutant; no cache provider: nothing written beside the tests
+    return shlex.join([sys.executable, "-c", CLIENT, SERVER_SOCKET, "-x", "-q", "-p", "no:cacheprovider", *tests])
+
+
+def serve(socket_path: str) -> None:
+    """Run each request's pytest arguments in a forked process, one at a time, answering one byte:
+    1 if the tests failed, 0 if they passed."""
+    import importlib
+    import select
+    import signal
+    import socket
+
+    sys.path[0] = os.getcwd()  # the copy, as for ``python -c`` run there: never the repository's scripts/
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional library: the tests import it themselves, or skip
+            pass
+    import pytest
+
+    if os.path.exists(socket_path):
+        os.remove(socket_path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path)
+    server.listen(1)
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            args = json.loads(conn.makefile().readline())
+            pid = os.fork()
+            if pid == 0:  # the test run: its own process group, so that a kill reaches what it started
+                os.setpgid(0, 0)
+                server.close()
+                log = os.open(SERVER_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                try:
+                    code = pytest.main(args)
+                except BaseException:
+                    code = 1
+                sys.stdout.flush()
+                os._exit(1 if code else 0)
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    conn.sendall(bytes([1 if os.waitstatus_to_exitcode(status) else 0]))
+                    break
+                readable, _, _ = select.select([conn], [], [], 0.05)
+                if readable and not conn.recv(1):  # mutmut killed the runner: a timeout
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    os.waitpid(pid, 0)
+                    break
 
 
 def mutmut_command(path: str, tests: List[str]) -> List[str]:
@@ -160,10 +236,22 @@ def run(paths: List[str], workdir: str) -> None:
         with open(os.path.join(dest, TESTS_RECORD), "w") as f:  # what the report says the mutants ran against
             json.dump(tests, f)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        # exit status: a bit set per kind of surviving mutant; the report tells them apart
-        code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env).returncode
+        if os.path.exists(os.path.join(dest, SERVER_SOCKET)):
+            os.remove(os.path.join(dest, SERVER_SOCKET))
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", SERVER_SOCKET], cwd=dest, env=env)
+        try:
+            while not os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # listening once its imports are done
+                if server.poll() is not None:
+                    raise MutationError(f"the mutation test server for {path} exited with status {server.returncode}")
+                time.sleep(0.1)
+            # exit status: a bit set per kind of surviving mutant; the report tells them apart
+            code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env).returncode
+        finally:
+            server.kill()
+            server.wait()
         if code & 1:
-            raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated?")
+            raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated? "
+                                f"(their output: {os.path.join(dest, SERVER_LOG)})")
 
 
 def mutant_lines(source: str, line: str, index: int, line_number: int) -> Dict[str, object]:
@@ -312,10 +400,13 @@ def report(workdir: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("command", choices=("run", "report"), help="run the mutants, or report the last run's")
+    parser.add_argument("command", choices=("run", "report", "serve"),
+                        help="run the mutants, or report the last run's (serve: the test server run starts)")
     parser.add_argument("files", nargs="*", help=f"files to mutate (default: all of {list(TARGETS)})")
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="where the copies and mutmut's caches live")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.files[0])
     try:
         unknown = [path for path in args.files if path not in TARGETS]
         if unknown:

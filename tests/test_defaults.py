@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from lspc.methods import trac
 from lspc.methods.baselines import BaselineConfig, default_hparams, default_schedule, make_agent
 from lspc.envs import ALL_TASKS, SUITES, check_task, cost_limits
 from lspc_iql_configs import TASK_OVERRIDES
@@ -164,7 +165,9 @@ TRAC_SUITES = {  # suite: (script values, bc_steps, total_steps, eval_freq)
                   60000, 200000, 2000),
 }
 TRAC_COMMON = dict(lr=0.0001, warmup_total_steps=10000, warmup_multiplier=0.1, dropout=0.25,
-                   hidden_layers=[256, 256], batch_size=96, num_ep=20)
+                   hidden_layers=[256, 256], batch_size=96, num_ep=20,
+                   # research/datasets/feedback_buffer.py: segments_num = min(segments_num, 1000000)
+                   max_segments=1_000_000)
 TRAC_README_SEG_RATIO = {"OfflineBallRun-v0": 1.0, "OfflinePointButton1Gymnasium-v0": 0.75,
                          "OfflineMetadrive-easydense-v0": 0.25}
 
@@ -253,6 +256,7 @@ def test_trac_per_suite_values_are_the_authors():
             assert default_schedule("trac", task) == {"max_timesteps": total_steps, "eval_every": eval_freq,
                                                       "batch_size": TRAC_COMMON["batch_size"],
                                                       "eval_episodes": TRAC_COMMON["num_ep"]}
+    assert trac.MAX_SEGMENTS == TRAC_COMMON["max_segments"]
     for task, seg_ratio in TRAC_README_SEG_RATIO.items():
         assert default_hparams("trac", task)["seg_ratio"] == seg_ratio
 

@@ -226,3 +226,52 @@ def test_make_sampler_normalizes_rewards_by_the_spread_of_episode_returns(env, m
 def test_hyperparameters_that_cannot_work_are_refused(env, batch_size, hparams, message):
     with pytest.raises(LSPCError, match=message):
         fisor.FISOR(make_cfg(batch_size=batch_size, **hparams), env, torch.device("cpu"))
+
+
+# Each check of check_config at its boundary: the edge value is accepted, the first value past it (or the
+# wrong type) refused with a message naming the setting.
+ACCEPTED = [("c_hidden_sizes", [1]), ("time_hidden_sizes", [1, 1]), ("critic_batch_size", 1), ("diffusion_steps", 1),
+            ("actor_hidden_dim", 1), ("actor_lr_decay_steps", 1), ("num_candidates", 1), ("actor_num_blocks", 0),
+            ("time_dim", 2), ("reach_expectile", 1e-6), ("reward_expectile", 1 - 1e-6), ("gamma", 1.0), ("tau", 1.0),
+            ("ema_rate", 1.0), ("actor_dropout", 0.0), ("beta_min", 10.0), ("cost_min_weight", 150.0),
+            ("reward_max_weight", 0.0)]
+REFUSED = [("c_hidden_sizes", [0], "c_hidden_sizes"), ("c_hidden_sizes", [8.0], "c_hidden_sizes"),
+           ("time_hidden_sizes", [4, -1], "time_hidden_sizes"), ("time_hidden_sizes", (4,), "time_hidden_sizes"),
+           *[(key, bad, key) for key in ("critic_batch_size", "diffusion_steps", "actor_hidden_dim",
+                                         "actor_lr_decay_steps", "num_candidates") for bad in (0, 1.0)],
+           ("actor_num_blocks", -1, "actor_num_blocks"), ("actor_num_blocks", 1.0, "actor_num_blocks"),
+           ("time_dim", 0, "time_dim"), ("time_dim", 3, "time_dim"), ("time_dim", 4.0, "time_dim"),
+           *[(key, bad, key) for key in ("reach_expectile", "reward_expectile") for bad in (0.0, 1.0)],
+           *[(key, bad, key) for key in ("gamma", "tau", "ema_rate") for bad in (0.0, 1.001)],
+           ("actor_dropout", 1.0, "actor_dropout"), ("actor_dropout", -0.1, "actor_dropout"),
+           ("beta_min", 0.0, "beta_min"), ("beta_min", 10.001, "beta_min <= beta_max"),
+           ("cost_min_weight", -0.1, "cost_min_weight"), ("cost_min_weight", 150.001, "cost_min_weight <= cost_max"),
+           ("reward_max_weight", -0.1, "reward_max_weight")]
+
+
+@pytest.mark.parametrize("key, value", ACCEPTED)
+def test_check_config_accepts_each_edge_value(key, value):
+    assert fisor.check_config(make_cfg(**{key: value}))[key] == value
+
+
+@pytest.mark.parametrize("key, value, message", REFUSED)
+def test_check_config_refuses_past_each_edge(key, value, message):
+    with pytest.raises(LSPCError, match=message):
+        fisor.check_config(make_cfg(**{key: value}))
+
+
+def test_batch_sizes_at_their_edges():
+    assert fisor.check_config(make_cfg(batch_size=2, critic_batch_size=2))["critic_batch_size"] == 2
+    for batch_size in (0, 3):
+        with pytest.raises(LSPCError, match="batch_size must be even"):
+            fisor.check_config(make_cfg(batch_size=batch_size, critic_batch_size=1))
+    with pytest.raises(LSPCError, match="critic_batch_size 5 is larger than batch_size 4"):
+        fisor.check_config(make_cfg(batch_size=4, critic_batch_size=5))
+
+
+def test_defaults_are_a_fresh_copy_each_call():
+    first = fisor.default_hparams(TASK)
+    first["c_hidden_sizes"].append(7)
+    first["time_hidden_sizes"].clear()
+    assert fisor.default_hparams(TASK)["c_hidden_sizes"] == [256, 256]
+    assert fisor.default_hparams(TASK)["time_hidden_sizes"] == [128, 128]

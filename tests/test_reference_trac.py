@@ -11,9 +11,6 @@ is called. The hyperparameters are off their defaults and distinct, the batches 
 weights and unequal label counts, so a crossed wire shows. Tiny networks: about a second.
 """
 import copy
-import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
 from lspc import LSPCError
 from lspc.methods import trac
 from lspc.methods.baselines import BaselineConfig
@@ -192,21 +188,3 @@ def test_a_budget_of_at_most_bc_steps_is_refused(max_timesteps):
         trac.check_config(cfg)
     trac.check_config(BaselineConfig(algo="trac", task=TASK, episode_len=100, max_timesteps=3,
                                      hparams={**trac.default_hparams(TASK), "bc_steps": 2}))
-
-
-def sweep(*flags):
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), "--tasks", TASK, "--seeds", "0", "--methods",
-           "trac", "--dry_run", *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def test_sweep_refuses_a_trac_budget_of_bc_steps_and_says_the_split(tmp_path):
-    refused = sweep("--logdir", str(tmp_path), "--max_timesteps", "20")
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
-    assert refused.returncode == 2 and len(errors) == 1, refused.stderr
-    assert "max_timesteps 20 <= bc_steps 30000 would train behaviour cloning only" in errors[0]
-    assert not os.path.exists(tmp_path / "submitit")
-    planned = sweep("--logdir", str(tmp_path), "--max_timesteps", "20", "--method_extra", "trac=--hparam bc_steps=15")
-    assert planned.returncode == 0, planned.stderr
-    assert (f"trac on {TASK}: 15 behaviour-cloning steps, then 5 classification steps (a budget of at most bc_steps "
-            "is refused, not scaled)") in planned.stdout

@@ -2,15 +2,19 @@
 index-only segments, seeding, and complete checkpoints."""
 import io
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from lspc import LSPCError
 from lspc.methods import trac
 from lspc.methods.baselines import BaselineConfig
-from lspc.envs import ALL_TASKS, check_task, make_env
+from lspc.envs import ALL_TASKS, check_task
 
 TASK = "OfflineBallRun-v0"
 K = 0.7
@@ -123,7 +127,8 @@ def test_batches_are_gathered_from_indices(ballrun_data):
     batch = sampler.sample(16)
     rows = sampler.starts.numpy()[idx][:, None] + np.arange(50)
     np.testing.assert_array_equal(batch["observations"].numpy(), ballrun_data["observations"][rows])
-    lim = 1 - trac.ACTION_EPS
+    lim = np.float32(1 - 1e-5)  # TraC's research/datasets/feedback_buffer.py: action_eps = 1e-5
+    assert np.abs(ballrun_data["actions"][rows]).max() > lim  # saturated actions, so the clip shows
     np.testing.assert_array_equal(batch["actions"].numpy(), np.clip(ballrun_data["actions"][rows], -lim, lim))
     np.testing.assert_array_equal(batch["desirable"].numpy(), sampler.desirable.numpy()[idx])
     np.testing.assert_array_equal(batch["weight"].numpy(), sampler.weight.numpy()[idx])
@@ -298,3 +303,22 @@ def test_bad_hparams_and_data(ballrun_data, env):
     with pytest.raises(LSPCError, match="num_segments"):
         trac.make_sampler(make_cfg(seg_ratio=0.95), ballrun_data, cpu)  # (100 - 95) // 6 = 0
 
+
+# The sweep's side of the budget guard (tests/test_reference_trac.py checks check_config): last in this file,
+# as it starts a process (scripts/mutation.py runs these tests per mutant and stops at the first failure)
+def sweep(*flags):
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), "--tasks", TASK, "--seeds", "0", "--methods",
+           "trac", "--dry_run", *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_sweep_refuses_a_trac_budget_of_bc_steps_and_says_the_split(tmp_path):
+    refused = sweep("--logdir", str(tmp_path), "--max_timesteps", "20")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode == 2 and len(errors) == 1, refused.stderr
+    assert "max_timesteps 20 <= bc_steps 30000 would train behaviour cloning only" in errors[0]
+    assert not os.path.exists(tmp_path / "submitit")
+    planned = sweep("--logdir", str(tmp_path), "--max_timesteps", "20", "--method_extra", "trac=--hparam bc_steps=15")
+    assert planned.returncode == 0, planned.stderr
+    assert (f"trac on {TASK}: 15 behaviour-cloning steps, then 5 classification steps (a budget of at most bc_steps "
+            "is refused, not scaled)") in planned.stdout
