@@ -275,3 +275,42 @@ def test_defaults_are_a_fresh_copy_each_call():
     first["time_hidden_sizes"].clear()
     assert fisor.default_hparams(TASK)["c_hidden_sizes"] == [256, 256]
     assert fisor.default_hparams(TASK)["time_hidden_sizes"] == [128, 128]
+
+
+def test_initializations_are_the_flax_modules():
+    torch.manual_seed(0)
+    xavier = fisor._dense(400, 600)
+    bound = math.sqrt(6 / (400 + 600))  # Xavier-uniform: U(-bound, bound), std bound / sqrt(3)
+    assert 0.99 * bound < xavier.weight.abs().max() <= bound
+    assert xavier.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    lecun = fisor._dense(400, 600, init="lecun")  # flax's lecun_normal: variance 1 / fan_in after truncating at 2 std
+    assert lecun.weight.std().item() == pytest.approx(400 ** -0.5, rel=0.02)
+    assert lecun.weight.abs().max() <= 2 * 400 ** -0.5 / 0.87962566103423978
+    assert not xavier.bias.any() and not lecun.bias.any()
+    ensemble = fisor.EnsembleMLP(2, 300, [500])
+    for fan_in, fan_out, weight, bias in zip((300, 500), (500, 1), ensemble.weights, ensemble.biases):
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert 0.99 * bound < weight.abs().max() <= bound and not bias.any()
+
+
+def test_critics_have_the_jax_models_parameter_counts():
+    state_dim, action_dim, hidden = 7, 2, [256, 256]
+
+    def mlp(in_dim):  # Dense layers in -> 256 -> 256 -> 1, kernels and biases
+        sizes = [in_dim, *hidden, 1]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(fisor.ValueFunction(state_dim, hidden)) == mlp(state_dim)
+    assert count(fisor.TwinQ(state_dim, action_dim, hidden)) == 2 * mlp(state_dim + action_dim)
+
+
+def test_dropout_at_rate_zero_draws_nothing():
+    generator = torch.Generator().manual_seed(3)
+    before = generator.get_state()
+    x = torch.randn(4, 5)
+    assert torch.equal(fisor._dropout(x, 0.0, generator), x)
+    assert torch.equal(generator.get_state(), before)
+    dropped = fisor._dropout(x, 0.5, generator)
+    assert not torch.equal(generator.get_state(), before)
+    assert set(torch.unique(dropped / x).tolist()) <= {0.0, 2.0}
