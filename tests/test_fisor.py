@@ -314,3 +314,11 @@ def test_dropout_at_rate_zero_draws_nothing():
     dropped = fisor._dropout(x, 0.5, generator)
     assert not torch.equal(generator.get_state(), before)
     assert set(torch.unique(dropped / x).tolist()) <= {0.0, 2.0}
+
+
+def test_fourier_features_start_as_flaxs_normal_0_2():
+    torch.manual_seed(0)
+    h = {**fisor.default_hparams(TASK), "time_dim": 20_000}
+    fourier = fisor.Denoiser(3, 2, h).fourier  # FISOR's FourierFeatures kernel: nn.initializers.normal(0.2)
+    assert fourier.shape == (10_000, 1)
+    assert fourier.std().item() == pytest.approx(0.2, rel=0.03) and abs(fourier.mean().item()) < 0.01

@@ -3,6 +3,7 @@ index-only segments, seeding, and complete checkpoints."""
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -302,6 +303,39 @@ def test_bad_hparams_and_data(ballrun_data, env):
         trac.make_sampler(make_cfg(episode_len=200), ballrun_data, cpu)
     with pytest.raises(LSPCError, match="num_segments"):
         trac.make_sampler(make_cfg(seg_ratio=0.95), ballrun_data, cpu)  # (100 - 95) // 6 = 0
+
+
+# Each range of check_hparams at its edges: the edge value is accepted, the first value past it, a boolean, NaN and
+# text are refused with the range written as an interval.
+RANGES = {"seg_ratio": "(0, 1]", "alpha": "(0, inf)", "gamma": "(0, 1]", "eta": "(0, inf)", "k": "[0, 1]",
+          "safe_top_perc": "(0, 1]", "safe_bottom_perc": "[0, 1)", "bc_lr": "(0, inf)", "trac_lr": "(0, inf)",
+          "dropout": "[0, 1)"}
+EDGES = {"(0, 1]": ([1.0, 1e-9], [0.0, 1.001]), "(0, inf)": ([1e-9, 1e9], [0.0, math.inf]),
+         "[0, 1]": ([0.0, 1.0], [-0.001, 1.001]), "[0, 1)": ([0.0, 0.999], [-0.001, 1.0])}
+
+
+def check(**hparams):
+    trac.check_hparams(TASK, {**trac.default_hparams(TASK), **hparams})
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_every_range_at_its_edges(name):
+    accepted, refused = EDGES[RANGES[name]]
+    for value in accepted:
+        check(**{name: value})
+    for value in [*refused, True, math.nan, "0.5"]:
+        with pytest.raises(LSPCError, match=f"^trac: {name} must be a number in {re.escape(RANGES[name])}, got"):
+            check(**{name: value})
+
+
+def test_counts_and_widths_at_their_edges():
+    check(bc_steps=1, warmup_steps=1, num_segments=1, a_hidden_sizes=[1])
+    check(num_segments=None)
+    for name, bad in (("bc_steps", 0), ("bc_steps", True), ("bc_steps", 2.0), ("warmup_steps", 0),
+                      ("num_segments", 0), ("num_segments", True), ("num_segments", 5.0),
+                      ("a_hidden_sizes", []), ("a_hidden_sizes", [0]), ("a_hidden_sizes", [True]), ("a_hidden_sizes", (4,))):
+        with pytest.raises(LSPCError, match=f"^trac: {name} must be"):
+            check(**{name: bad})
 
 
 # The sweep's side of the budget guard (tests/test_reference_trac.py checks check_config): last in this file,
