@@ -322,3 +322,12 @@ def test_fourier_features_start_as_flaxs_normal_0_2():
     fourier = fisor.Denoiser(3, 2, h).fourier  # FISOR's FourierFeatures kernel: nn.initializers.normal(0.2)
     assert fourier.shape == (10_000, 1)
     assert fourier.std().item() == pytest.approx(0.2, rel=0.03) and abs(fourier.mean().item()) < 0.01
+
+
+def test_denoiser_with_time_mlp_widths_that_differ():
+    """The ResNet's input is [a_t, s, last time-MLP layer]: widths 12 -> 20 -> 28 tell the layers apart."""
+    h = {**fisor.default_hparams(TASK), "time_dim": 12, "time_hidden_sizes": [20, 28], "actor_hidden_dim": 8}
+    denoiser = fisor.Denoiser(3, 2, h)
+    assert denoiser.inp.in_features == 2 + 3 + 28
+    out = denoiser(torch.zeros(5, 3), torch.zeros(5, 2), torch.ones(5, 1))
+    assert out.shape == (5, 2)
