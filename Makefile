@@ -72,12 +72,14 @@ LSPC_SLURM_DIR ?= /tmp/lspc-slurm
 test-slurm: install  ## the sweep on a real Slurm cluster (scripts/slurm_cluster.sh start)
 	SLURM_CONF=$${SLURM_CONF:-$(LSPC_SLURM_DIR)/slurm.conf} LSPC_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/test_slurm.py
 
-# Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; hours on
-# 2 cores for all seven, resumable), then results/mutation/. MUTATE names some, e.g.
-# `make mutation MUTATE="lspc/data/dataset.py lspc/evaluation.py"`; niced so that other work keeps its cores.
+# Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; about two
+# hours on 2 cores for all seven with MUTATION_JOBS=2, resumable), then results/mutation/. MUTATE names
+# some, e.g. `make mutation MUTATE="lspc/data/dataset.py lspc/evaluation.py"`; MUTATION_JOBS files are
+# mutated at once, one core each; niced so that other work keeps its cores.
 MUTATE ?=
-mutation: install install-suites install-dev  ## mutation testing of the algorithm files (MUTATE=...)
-	nice -n 10 $(PY) scripts/mutation.py run $(MUTATE)
+MUTATION_JOBS ?= 1
+mutation: install install-suites install-dev  ## mutation testing of the algorithm files (MUTATE=..., MUTATION_JOBS=N)
+	nice -n 10 $(PY) scripts/mutation.py run $(MUTATE) --jobs $(MUTATION_JOBS)
 
 # The documentation site (mkdocs.yml; tables inserted from results/ and the code by scripts/docs_hooks.py).
 docs: install-dev  ## build the documentation into site/ (mkdocs build --strict)

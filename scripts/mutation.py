@@ -1,7 +1,7 @@
 """Mutation testing of the algorithm files: how many one-line changes to the code the tests notice.
 
-    python scripts/mutation.py run [FILE ...] [--workdir DIR]      # mutmut, file by file (default: all of TARGETS)
-    python scripts/mutation.py report [--workdir DIR]              # results/mutation/<file>.json and README.md
+    python scripts/mutation.py run [FILE ...] [--jobs N] [--workdir DIR]   # mutmut (default: all of TARGETS)
+    python scripts/mutation.py report [--workdir DIR]                      # results/mutation/<file>.json and README.md
 
 ``run`` copies the working tree (tracked files and untracked, not ignored ones) to ``<workdir>/<file>/``
 and runs mutmut 2 there, never in the repository: mutmut writes each mutant into the source file
@@ -228,30 +228,47 @@ def mutmut_command(path: str, tests: List[str]) -> List[str]:
             "--simple-output", "--no-progress"]
 
 
-def run(paths: List[str], workdir: str) -> None:
-    for path in paths:
-        tests, dest = tests_for(path), os.path.join(workdir, slug(path))
-        print(f"== {path}: mutants tested with {' '.join(tests)} in {dest}", flush=True)
-        copy_tree(dest)
-        with open(os.path.join(dest, TESTS_RECORD), "w") as f:  # what the report says the mutants ran against
-            json.dump(tests, f)
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        if os.path.exists(os.path.join(dest, SERVER_SOCKET)):
-            os.remove(os.path.join(dest, SERVER_SOCKET))
-        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", SERVER_SOCKET], cwd=dest, env=env)
-        try:
-            while not os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # listening once its imports are done
-                if server.poll() is not None:
-                    raise MutationError(f"the mutation test server for {path} exited with status {server.returncode}")
-                time.sleep(0.1)
+def run_file(path: str, workdir: str, log: Optional[str] = None) -> None:
+    """mutmut on ``path`` in its copy, its output to ``log`` (a file in the copy) or to this process's."""
+    tests, dest = tests_for(path), os.path.join(workdir, slug(path))
+    print(f"== {path}: mutants tested with {' '.join(tests)} in {dest}"
+          + (f" (mutmut's output: {os.path.join(dest, log)})" if log else ""), flush=True)
+    copy_tree(dest)
+    with open(os.path.join(dest, TESTS_RECORD), "w") as f:  # what the report says the mutants ran against
+        json.dump(tests, f)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    if os.path.exists(os.path.join(dest, SERVER_SOCKET)):
+        os.remove(os.path.join(dest, SERVER_SOCKET))
+    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", SERVER_SOCKET], cwd=dest, env=env)
+    try:
+        while not os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # listening once its imports are done
+            if server.poll() is not None:
+                raise MutationError(f"the mutation test server for {path} exited with status {server.returncode}")
+            time.sleep(0.1)
+        with open(os.path.join(dest, log), "w") if log else open(os.devnull) as out:
             # exit status: a bit set per kind of surviving mutant; the report tells them apart
-            code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env).returncode
-        finally:
-            server.kill()
-            server.wait()
-        if code & 1:
-            raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated? "
-                                f"(their output: {os.path.join(dest, SERVER_LOG)})")
+            code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env, stdout=out if log else None,
+                                  stderr=subprocess.STDOUT if log else None).returncode
+    finally:
+        server.kill()
+        server.wait()
+    if code & 1:
+        raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated? "
+                            f"(their output: {os.path.join(dest, SERVER_LOG)})")
+    print(f"== {path}: done", flush=True)
+
+
+def run(paths: List[str], workdir: str, jobs: int = 1) -> None:
+    """Each file in its own copy, so ``jobs`` files can be mutated at once (one core each)."""
+    if jobs == 1:
+        for path in paths:
+            run_file(path, workdir)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for done in [pool.submit(run_file, path, workdir, ".mutation-run.log") for path in paths]:
+            done.result()
 
 
 def mutant_lines(source: str, line: str, index: int, line_number: int) -> Dict[str, object]:
@@ -404,7 +421,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="run the mutants, or report the last run's (serve: the test server run starts)")
     parser.add_argument("files", nargs="*", help=f"files to mutate (default: all of {list(TARGETS)})")
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="where the copies and mutmut's caches live")
-    args = parser.parse_args(argv)
+    parser.add_argument("--jobs", type=int, default=1, help="files mutated at once, one core each")
+    args = parser.parse_intermixed_args(argv)
     if args.command == "serve":
         return serve(args.files[0])
     try:
@@ -412,7 +430,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         if unknown:
             raise MutationError(f"no tests are mapped for {unknown}: choose from {list(TARGETS)}")
         if args.command == "run":
-            run(args.files or list(TARGETS), os.path.abspath(args.workdir))
+            if args.jobs < 1:
+                raise MutationError(f"--jobs must be at least 1, got {args.jobs}")
+            run(args.files or list(TARGETS), os.path.abspath(args.workdir), args.jobs)
         report(os.path.abspath(args.workdir))
     except MutationError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 acting, seeding, checkpoints and a few training steps."""
 import io
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -331,3 +332,24 @@ def test_denoiser_with_time_mlp_widths_that_differ():
     assert denoiser.inp.in_features == 2 + 3 + 28
     out = denoiser(torch.zeros(5, 3), torch.zeros(5, 2), torch.ones(5, 1))
     assert out.shape == (5, 2)
+
+
+@pytest.mark.parametrize("max_return, min_return, expected", [(10.5, 10.0, 0.5), (10.0, 10.0, None), (9.0, 10.0, None)])
+def test_reference_range_is_dsrls_spread_when_positive(monkeypatch, max_return, min_return, expected):
+    key = fisor.dsrl_key(TASK)
+    infos = SimpleNamespace(MAX_EPISODE_REWARD={key: max_return}, MIN_EPISODE_REWARD={key: min_return})
+    monkeypatch.setattr(fisor, "dsrl_infos", lambda: infos)
+    assert fisor.reference_reward_range(TASK) == expected
+    monkeypatch.setattr(fisor, "dsrl_infos", lambda: SimpleNamespace(MAX_EPISODE_REWARD={}, MIN_EPISODE_REWARD={}))
+    assert fisor.reference_reward_range(TASK) is None
+
+
+def test_data_range_of_a_small_spread_and_of_a_single_trajectory():
+    timeouts = np.array([0, 1, 0, 1], dtype=bool)
+    data = {"rewards": np.array([0.25, 0.25, 0.5, 0.5], dtype=np.float32), "terminals": np.zeros(4, bool),
+            "timeouts": timeouts, "observations": np.zeros((4, 1), np.float32)}
+    assert fisor.data_reward_range(data) == pytest.approx(0.5)  # returns 0.5 and 1.0
+    one = {"rewards": np.array([0.25, 0.5], dtype=np.float32), "terminals": np.zeros(2, bool),
+           "timeouts": np.array([0, 1], dtype=bool), "observations": np.zeros((2, 1), np.float32)}
+    with pytest.raises(LSPCError, match="all 1 trajectories return 0.75$"):
+        fisor.data_reward_range(one)

@@ -338,6 +338,13 @@ def test_counts_and_widths_at_their_edges():
             check(**{name: bad})
 
 
+def test_segment_length_of_one_step_is_the_shortest():
+    assert trac.segment_length(100, 0.01) == 1 and trac.segment_length(100, 0.5) == 50
+    with pytest.raises(LSPCError, match="seg_ratio 0.009 of a 100-step episode gives segments of 0 steps"):
+        trac.segment_length(100, 0.009)
+
+
+
 # The sweep's side of the budget guard (tests/test_reference_trac.py checks check_config): last in this file,
 # as it starts a process (scripts/mutation.py runs these tests per mutant and stops at the first failure)
 def sweep(*flags):
