@@ -48,10 +48,11 @@ def trajectories(*columns):
 # ---------------------------------------------------------------------------------------------
 # labels and weights
 # ---------------------------------------------------------------------------------------------
-def test_labels_and_weights_by_hand():
+@pytest.mark.parametrize("scale", [1.0, 0.05])  # the normalized rewards do not depend on the span's size
+def test_labels_and_weights_by_hand(scale):
     # safe (cost <= 2): 0 (reward 10), 1 (4), 3 (1), 5 (5); normalized over [1, 10]: 1, 1/3, 0, 4/9
     # top half of the safe ones desirable: 5 and 0; bottom half undesirable: 3 and 1; unsafe 2 and 4 weight 1
-    label, weight = trac.label_segments(np.array([10.0, 4, 7, 1, 9, 5]), np.array([0.0, 0, 3, 1, 6, 2]),
+    label, weight = trac.label_segments(scale * np.array([10.0, 4, 7, 1, 9, 5]), np.array([0.0, 0, 3, 1, 6, 2]),
                                         cost_threshold=2.0, k=K, top_perc=0.5, bottom_perc=0.5)
     np.testing.assert_array_equal(label, [1, 0, 0, 0, 0, 1])
     np.testing.assert_allclose(weight, [0.3 * 1 + K, 0.3 * (2 / 3) + K, 1, 0.3 * 1 + K, 1, 0.3 * (4 / 9) + K])
@@ -343,6 +344,20 @@ def test_segment_length_of_one_step_is_the_shortest():
     with pytest.raises(LSPCError, match="seg_ratio 0.009 of a 100-step episode gives segments of 0 steps"):
         trac.segment_length(100, 0.009)
 
+
+
+def test_sampler_keeps_everything_on_the_datas_device():
+    """On a (virtual) GPU the indices, labels, weights and every batch stay on the GPU with the transitions."""
+    from lspc.device_emulation import VirtualCuda
+
+    counts = trac.SegmentCounts(drawn=2, desirable=1, undesirable=1, unsafe=0, skipped_trajectories=0)
+    with VirtualCuda(device_count=1):
+        obs, act = torch.zeros(20, 3, device="cuda"), torch.zeros(20, 2, device="cuda")
+        sampler = trac.SegmentSampler(obs, act, np.array([0, 5]), np.array([True, False]), np.array([1.0, 0.5]),
+                                      4, 0, counts)
+        assert sampler.segment_length == 4  # scripts/bench_trac_memory.py reads it
+        tensors = [sampler.starts, sampler.desirable, sampler.weight, sampler.window, *sampler.sample(3).values()]
+        assert all(t.device.type == "cuda" for t in tensors)
 
 
 # The sweep's side of the budget guard (tests/test_reference_trac.py checks check_config): last in this file,
