@@ -196,6 +196,22 @@ def test_training_is_finite_moves_every_network_and_resumes_bit_exactly(env):
             assert torch.equal(p, q), name
 
 
+def test_a_state_with_v_h_exactly_zero_is_feasible_and_act_builds_no_graph(env):
+    """FISOR's feasible set is V_h(s) <= 0: with the last layer of V_h zeroed every state sits on its edge."""
+    cfg, device = make_cfg(), torch.device("cpu")
+    data = synthetic_data(env)
+    agent = fisor.FISOR(cfg, env, device, data)
+    sampler = fisor.make_sampler(cfg, data, device)
+    for v_h, feasible in ((0.0, 1.0), (0.5, 0.0)):
+        with torch.no_grad():
+            agent.reach_value.net.weights[-1].zero_()
+            agent.reach_value.net.biases[-1].fill_(v_h)
+        metrics = agent.train(sampler.sample(cfg.batch_size))
+        assert metrics["feasible_fraction"].item() == feasible and metrics["vh_mean"].item() == v_h
+    action = agent.act(torch.zeros(3, env.observation_space.shape[0]), torch.Generator().manual_seed(0))
+    assert action.shape == (3, env.action_space.shape[0]) and not action.requires_grad
+
+
 def test_actor_learning_rate_decays_like_optax_cosine(env):
     agent = fisor.FISOR(make_cfg(actor_lr_decay_steps=100), env, torch.device("cpu"))
     for updates, lr in ((0, 3e-4), (50, 1.5e-4), (100, 0.0), (150, 0.0)):
