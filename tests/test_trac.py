@@ -300,7 +300,8 @@ def test_bad_hparams_and_data(ballrun_data, env):
         trac.make_sampler(make_cfg(cost_limit=-1.0), ballrun_data, cpu)
     with pytest.raises(LSPCError, match="no undesirable"):
         trac.make_sampler(make_cfg(cost_limit=1000.0), ballrun_data, cpu)
-    with pytest.raises(LSPCError, match="shorter than the segment length L = 200"):
+    with pytest.raises(LSPCError, match=r"shorter than the segment length L = 200 \(episode_len 200 x seg_ratio 1, "
+                                        r"longest trajectory 100 steps\)"):
         trac.make_sampler(make_cfg(episode_len=200), ballrun_data, cpu)
     with pytest.raises(LSPCError, match="num_segments"):
         trac.make_sampler(make_cfg(seg_ratio=0.95), ballrun_data, cpu)  # (100 - 95) // 6 = 0
@@ -344,6 +345,20 @@ def test_segment_length_of_one_step_is_the_shortest():
     with pytest.raises(LSPCError, match="seg_ratio 0.009 of a 100-step episode gives segments of 0 steps"):
         trac.segment_length(100, 0.009)
 
+
+
+def test_segments_at_the_threshold_are_safe_and_counted_so(capsys):
+    # episode_len 8, seg_ratio 0.5: L = 4, safe when the cost sum <= 1 * 4 / 8 = 0.5, and 4 x 0.125 is exactly 0.5
+    data = trajectories((np.full(8, 1.0), np.full(8, 0.125)), (np.full(8, 2.0), np.ones(8)))
+    cfg = make_cfg(cost_limit=1.0, episode_len=8, seg_ratio=0.5, num_segments=50, safe_top_perc=1.0,
+                   safe_bottom_perc=0.0)
+    sampler = trac.make_sampler(cfg, data, torch.device("cpu"))
+    on_the_edge = sampler.starts.numpy() < 8  # from the first trajectory
+    assert 0 < on_the_edge.sum() < 50
+    np.testing.assert_array_equal(sampler.desirable.numpy(), on_the_edge)
+    assert sampler.counts == trac.SegmentCounts(drawn=50, desirable=int(on_the_edge.sum()),
+                                                undesirable=int((~on_the_edge).sum()),
+                                                unsafe=int((~on_the_edge).sum()), skipped_trajectories=0)
 
 
 def test_sampler_keeps_everything_on_the_datas_device():
