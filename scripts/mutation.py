@@ -28,6 +28,7 @@ the math (the one-line errors' exact text is checked by tests/test_bad_input.py 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -44,6 +45,7 @@ RESULTS = os.path.join(ROOT, "results", "mutation")
 SURVIVORS_TOML = os.path.join(RESULTS, "survivors.toml")
 DEFAULT_WORKDIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "lspc-mutation")
 TESTS_RECORD = ".mutation-tests.json"  # in each copy: the tests of its last run
+LINES_RECORD = ".mutation-lines.json"  # in each copy: each mutant's original and mutated line
 
 # The tests each file's mutants run against: those that exercise the file and take seconds, not
 # minutes, because every mutant reruns them (a few hundred mutants per file). The multi-minute
@@ -125,7 +127,7 @@ def copy_tree(dest: str) -> None:
                             check=True, capture_output=True).stdout.decode().split("\0")
     if os.path.isdir(dest):
         for entry in os.listdir(dest):
-            if entry not in (".mutmut-cache", TESTS_RECORD):
+            if entry not in (".mutmut-cache", TESTS_RECORD, LINES_RECORD):
                 target = os.path.join(dest, entry)
                 shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
     for name in filter(None, listed):
@@ -316,13 +318,22 @@ def file_report(path: str, dest: str, verdicts: List[dict]) -> dict:
     # while mutmut tests a mutant, the copy holds it and the original waits in <file>.bak
     with open(copied + ".bak" if os.path.isfile(copied + ".bak") else copied) as f:
         source = f.read()
+    # each mutant's lines take a parse of the whole file: kept in the copy, keyed by the source they came from
+    lines_cache = os.path.join(dest, LINES_RECORD)
+    key = hashlib.sha256(source.encode()).hexdigest()
+    cached = {}
+    if os.path.isfile(lines_cache):
+        with open(lines_cache) as f:
+            saved = json.load(f)
+        cached = saved["lines"] if saved.get("source") == key else {}
     mine = [entry for entry in verdicts if entry["file"] == path]
     counts = dict.fromkeys(("killed", "suspicious", "timeout", "survived", "skipped", "untested", "invalid"), 0)
     names = {KILLED: "killed", SUSPICIOUS: "suspicious", TIMEOUT: "timeout", SURVIVED: "survived",
              SKIPPED: "skipped", UNTESTED: "untested"}
     survivors, killed_by_new_tests, invalid = [], [], []
     for mutant_id, status, line_number, line, index in rows:
-        lines = mutant_lines(source, line, index, line_number)
+        slot = f"{line_number}:{index}:{line}"
+        lines = cached[slot] = cached.get(slot) or mutant_lines(source, line, index, line_number)
         record = {"id": mutant_id, "line": line_number + 1, "original": lines["original"], "mutant": lines["mutant"]}
         if not lines["compiles"]:  # not a program: no test has anything to notice
             counts["invalid"] += 1
@@ -339,6 +350,8 @@ def file_report(path: str, dest: str, verdicts: List[dict]) -> dict:
             elif match is not None:
                 record["unkilled_by"] = match["test"]  # listed as killed, but the last run let it live
             survivors.append(record)
+    with open(lines_cache, "w") as f:
+        json.dump({"source": key, "lines": cached}, f)
     equivalent = sum("equivalent" in record for record in survivors)
     detected = counts["killed"] + counts["suspicious"] + counts["timeout"]
     judged = detected + counts["survived"] - equivalent
