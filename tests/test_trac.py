@@ -176,6 +176,11 @@ def test_classification_loss_by_hand():
     loss, _ = trac.classification_loss(torch.tensor([0.0, 100.0, 0.0, 0.0]), torch.tensor([True, False, False, False]),
                                        torch.ones(4), eta=1.5)
     assert loss.item() == pytest.approx(-(math.log(0.5) + 0.5 * (math.log(1e-6) + 2 * math.log(0.5))) / 4, rel=1e-6)
+    # two desirable, one undesirable: its coefficient is eta * 2 / 1; all-desirable: no undesirable term at all
+    loss, _ = trac.classification_loss(torch.zeros(3), torch.tensor([True, True, False]), torch.ones(3), eta=0.5)
+    assert loss.item() == pytest.approx(-(2 * math.log(0.5) + 0.5 * 2 * math.log(0.5)) / 3, rel=1e-6)
+    loss, _ = trac.classification_loss(torch.zeros(2), torch.tensor([True, True]), torch.ones(2), eta=0.5)
+    assert loss.item() == pytest.approx(-math.log(0.5), rel=1e-6)
 
 
 def test_segment_scores_by_hand():
@@ -359,6 +364,16 @@ def test_segments_at_the_threshold_are_safe_and_counted_so(capsys):
     assert sampler.counts == trac.SegmentCounts(drawn=50, desirable=int(on_the_edge.sum()),
                                                 undesirable=int((~on_the_edge).sum()),
                                                 unsafe=int((~on_the_edge).sum()), skipped_trajectories=0)
+
+
+def test_saturated_actions_are_clipped_inside_tanhs_range_on_both_sides():
+    data = trajectories((np.full(10, 1.0), np.zeros(10)), (np.full(10, 2.0), np.ones(10)))
+    data["actions"] = np.tile(np.array([[-1.0, 1.0], [0.25, -0.5]], np.float32), (10, 1))
+    cfg = make_cfg(cost_limit=1.0, episode_len=10, seg_ratio=0.5, num_segments=20)
+    sampler = trac.make_sampler(cfg, data, torch.device("cpu"))
+    lim = np.float32(1 - 1e-5)  # TraC's research/datasets/feedback_buffer.py: action_eps = 1e-5
+    expected = np.tile(np.array([[-lim, lim], [0.25, -0.5]], np.float32), (10, 1))
+    np.testing.assert_array_equal(sampler.actions.numpy(), expected)
 
 
 def test_sampler_keeps_everything_on_the_datas_device():
