@@ -241,6 +241,7 @@ def test_act_is_deterministic_and_draws_nothing(ballrun_data, env):
     generator = torch.Generator().manual_seed(3)
     first, second = agent.act(obs, generator), agent.act(obs, generator)
     assert torch.equal(torch.get_rng_state(), state) and torch.equal(first, second) and first.shape == (5, 2)
+    assert not first.requires_grad  # acting builds no graph (the evaluation turns actions into numpy)
     assert agent.policy_at(20.0) == agent.act and agent.training_policies() == {"trac": agent.act}
     assert agent.evaluation_policies((10.0, 20.0)) == [("trac", agent.act, [10.0, 20.0], {})]
 
