@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lspc.methods import trac
-from lspc.methods.baselines import BaselineConfig, default_hparams, default_schedule, make_agent
+from lspc.methods.baselines import ALGOS, PER_THRESHOLD, BaselineConfig, default_hparams, default_schedule, make_agent
 from lspc.envs import ALL_TASKS, SUITES, check_task, cost_limits
 from lspc_iql_configs import TASK_OVERRIDES
 
@@ -196,6 +196,14 @@ def test_osrl_schedules_and_bear_lag_steps(algo):
 
 def test_episode_lengths_are_osrls():
     assert {task: TASK_OVERRIDES[task]["episode_len"] for task in ALL_TASKS} == OSRL_EPISODE_LEN
+
+
+def test_which_methods_train_one_model_per_threshold():
+    """OSRL trains BC-Safe, BCQ-Lag, BEAR-Lag, CPQ and COptiDICE once per cost limit, as TraC's authors do TraC;
+    BC-All ignores the cost, CDT takes the threshold in its prompt, FISOR's hard constraint has none. The sweep,
+    eval_lspc.py and make_table.py read this split."""
+    assert set(PER_THRESHOLD) == {"bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "trac"}
+    assert set(ALGOS) - set(PER_THRESHOLD) == {"bc-all", "cdt", "fisor"}
 
 
 def test_cdt_defaults_and_prompts_for_all_38_tasks():
