@@ -10,7 +10,9 @@ import torch
 
 import lspc.evaluation
 from lspc.methods.baselines import osrl
-from lspc.methods.cdt import CDT_DEFAULTS, CDTPolicy, SequenceSampler, cdt_defaults, prompt_for
+from lspc import LSPCError
+from lspc.methods.cdt import (CDT_DEFAULTS, CDTPolicy, SequenceSampler, cdt_defaults, max_reward_warning,
+                              parse_prompts, prompt_for)
 from lspc.envs import ALL_TASKS, cost_limits
 from lspc.evaluation import Evaluator, episode_seeds
 
@@ -53,9 +55,11 @@ def test_every_task_has_prompts_for_its_thresholds():
     assert prompt_for(cdt_defaults("OfflineBallRun-v0", (10, 20, 40)), 40) == (700.0, 40.0)
 
 
-def test_sampler_windows_equal_osrls_and_are_seeded():
-    dataset = sequence_dataset(synthetic_dataset(40))
-    sampler = SequenceSampler(dataset.dataset, dataset.sample_prob, 4, 0.1, 1.0, torch.device("cpu"), seed=3)
+@pytest.mark.parametrize("reward_scale, cost_scale", [(0.1, 1.0), (0.5, 2.0)])
+def test_sampler_windows_equal_osrls_and_are_seeded(reward_scale, cost_scale):
+    dataset = sequence_dataset(synthetic_dataset(40), reward_scale=reward_scale, cost_scale=cost_scale)
+    sampler = SequenceSampler(dataset.dataset, dataset.sample_prob, 4, reward_scale, cost_scale, torch.device("cpu"),
+                              seed=3)
     # every (trajectory, start) there is, windows past the end included, against osrl's own sample
     pairs = [(t, start) for t, traj in enumerate(dataset.dataset) for start in range(len(traj["rewards"]))]
     traj, start = (torch.tensor(column) for column in zip(*pairs))
@@ -68,11 +72,25 @@ def test_sampler_windows_equal_osrls_and_are_seeded():
                                        atol=1e-6, err_msg=f"{name} of trajectory {t} from {s}")
     assert (windows["mask"].sum(1) < 4).any() and (windows["mask"].sum(1) == 4).any()
     batch = sampler.sample(256)
-    again = SequenceSampler(dataset.dataset, dataset.sample_prob, 4, 0.1, 1.0, torch.device("cpu"), seed=3)
-    other = SequenceSampler(dataset.dataset, dataset.sample_prob, 4, 0.1, 1.0, torch.device("cpu"), seed=4)
+    again, other = (SequenceSampler(dataset.dataset, dataset.sample_prob, 4, reward_scale, cost_scale,
+                                    torch.device("cpu"), seed=seed) for seed in (3, 4))
     repeated = again.sample(256)
     assert all(torch.equal(batch[k], repeated[k]) for k in batch)
     assert not torch.equal(batch["states"], other.sample(256)["states"])
+
+
+def test_sampled_windows_start_anywhere_in_their_trajectory():
+    dataset = sequence_dataset(synthetic_dataset(5, length=(2, 5)))
+    sampler = SequenceSampler(dataset.dataset, None, 4, 0.1, 1.0, torch.device("cpu"), seed=0)
+    drawn = []
+    sampler.gather = lambda traj, start: drawn.append((traj, start))
+    sampler.sample(20_000)
+    (traj, start), = drawn
+    for t, trajectory in enumerate(dataset.dataset):  # uniform over trajectories (no probabilities), then starts
+        starts = start[traj == t].numpy()
+        n = len(trajectory["rewards"])
+        assert len(starts) == pytest.approx(4_000, rel=0.1)
+        assert np.bincount(starts, minlength=n).tolist() == pytest.approx([len(starts) / n] * n, rel=0.15)
 
 
 def test_sampler_draws_trajectories_by_osrls_cost_weights():
@@ -176,3 +194,22 @@ def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch):
     other_actions = [env.env.actions for env in evaluator.envs.envs]
     evaluator.close()
     assert not np.allclose(np.array(other_actions[0][:3]), np.array(batched_actions[0][:3]))
+
+
+def test_parse_prompts_keys_by_threshold_and_refuses_malformed_flags():
+    assert parse_prompts(["10=500,10", "20.0=600.5,20"]) == {"10": [500.0, 10.0], "20": [600.5, 20.0]}
+    assert parse_prompts([]) == {}
+    for bad in ("10=500", "10:500,10", "10=500,10,3", "ten=500,10"):
+        with pytest.raises(LSPCError, match=f"--prompt '{bad}': expected KAPPA=RETURN,COST"):
+            parse_prompts([bad])
+
+
+def test_max_reward_warning_sums_each_finished_episode():
+    # episodes [1, 1] and [5, 5]; a trailing unfinished piece [100] is not an episode
+    data = {"rewards": np.array([1, 1, 5, 5, 100], np.float32), "terminals": np.array([0, 0, 0, 1, 0], bool),
+            "timeouts": np.array([0, 1, 0, 0, 0], bool)}
+    assert "largest episode return 10 exceeds max_reward 4" in max_reward_warning(data, 4.0)
+    assert max_reward_warning(data, 10.0) is None
+    one = {"rewards": np.array([3, 4], np.float32), "terminals": np.zeros(2, bool), "timeouts": np.array([0, 1], bool)}
+    assert "largest episode return 7 exceeds max_reward 6," in max_reward_warning(one, 6.0)
+    assert max_reward_warning({**one, "timeouts": np.zeros(2, bool)}, 6.0) is None  # no finished episode
