@@ -166,31 +166,33 @@ def make_model(seed: int = 0):
     return model.train()  # as after a training step: acting must switch dropout off itself
 
 
-def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch):
+@pytest.mark.parametrize("cost_scale", [1.0, 0.5])
+def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch, cost_scale):
     monkeypatch.setattr(lspc.evaluation, "make_env", lambda task, episode_len=None: ToyEnv())
     model, prompt, seeds = make_model(), (3.0, 2.0), episode_seeds(0, 6)
     evaluator = Evaluator("OfflineBallRun-v0", EPISODE_LEN, len(seeds), vector="lockstep")
-    batched = evaluator.run(CDTPolicy(model, prompt, reward_scale=0.1, cost_scale=1.0), seeds, 0, torch.device("cpu"))
+    batched = evaluator.run(CDTPolicy(model, prompt, reward_scale=0.1, cost_scale=cost_scale), seeds, 0,
+                            torch.device("cpu"))
     batched_actions = [env.env.actions for env in evaluator.envs.envs]
     evaluator.close()
     assert len(set(batched["length"].tolist())) > 1 and batched["length"].min() < EPISODE_LEN  # early ends
     assert (batched["length"] == EPISODE_LEN).any()  # and time-limit ends
 
     # osrl's CDTTrainer.rollout, one episode at a time; rewards scaled as osrl's env wrapper does
-    trainer = osrl().algorithms.CDTTrainer(model, None, reward_scale=0.1, cost_scale=1.0)
+    trainer = osrl().algorithms.CDTTrainer(model, None, reward_scale=0.1, cost_scale=cost_scale)
     for i, seed in enumerate(seeds):
         toy = ToyEnv()
         toy.forced_seed = seed
         env = gym.wrappers.TimeLimit(gym.wrappers.TransformReward(toy, lambda r: 0.1 * r), EPISODE_LEN)
         model.eval()
-        ret, length, cost = trainer.rollout(model, env, prompt[0] * 0.1, prompt[1] * 1.0)
+        ret, length, cost = trainer.rollout(model, env, prompt[0] * 0.1, prompt[1] * cost_scale)
         assert length == batched["length"][i]
         np.testing.assert_allclose(np.array(toy.actions), np.array(batched_actions[i]), atol=1e-5)
         assert ret / 0.1 == pytest.approx(batched["reward"][i], rel=1e-4, abs=1e-4)
         assert cost == batched["cost"][i]
     # the prompt matters: another target return gives other actions
     evaluator = Evaluator("OfflineBallRun-v0", EPISODE_LEN, len(seeds), vector="lockstep")
-    evaluator.run(CDTPolicy(model, (30.0, 2.0), 0.1, 1.0), seeds, 0, torch.device("cpu"))
+    evaluator.run(CDTPolicy(model, (30.0, 2.0), 0.1, cost_scale), seeds, 0, torch.device("cpu"))
     other_actions = [env.env.actions for env in evaluator.envs.envs]
     evaluator.close()
     assert not np.allclose(np.array(other_actions[0][:3]), np.array(batched_actions[0][:3]))
