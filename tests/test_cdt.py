@@ -153,23 +153,24 @@ class ToyEnv(gym.Env):
         return self.state.copy(), reward, self.t >= self.end, self.t >= EPISODE_LEN, {"cost": cost}
 
 
-def make_model(seed: int = 0):
+def make_model(seed: int = 0, cost_prefix: bool = False):
     torch.manual_seed(seed)
     h = CDT_DEFAULTS
     names = ("num_heads", "action_head_layers", "time_emb", "use_rew", "use_cost", "cost_transform", "stochastic",
              "init_temperature")
     model = osrl().algorithms.CDT(STATE_DIM, ACTION_DIM, 1.0, seq_len=4, episode_len=EPISODE_LEN, embedding_dim=32,
-                                  num_layers=2, target_entropy=-ACTION_DIM, **{k: h[k] for k in names})
+                                  num_layers=2, target_entropy=-ACTION_DIM, cost_prefix=cost_prefix,
+                                  **{k: h[k] for k in names})
     with torch.no_grad():  # larger weights than osrl's init (std 0.02), so the actions depend on the history
         for p in model.parameters():
             p.normal_(0, 0.3)
     return model.train()  # as after a training step: acting must switch dropout off itself
 
 
-@pytest.mark.parametrize("cost_scale", [1.0, 0.5])
-def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch, cost_scale):
+@pytest.mark.parametrize("cost_scale, cost_prefix", [(1.0, False), (0.5, True)])  # prefix: the episode's cost budget
+def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch, cost_scale, cost_prefix):
     monkeypatch.setattr(lspc.evaluation, "make_env", lambda task, episode_len=None: ToyEnv())
-    model, prompt, seeds = make_model(), (3.0, 2.0), episode_seeds(0, 6)
+    model, prompt, seeds = make_model(cost_prefix=cost_prefix), (3.0, 2.0), episode_seeds(0, 6)
     evaluator = Evaluator("OfflineBallRun-v0", EPISODE_LEN, len(seeds), vector="lockstep")
     batched = evaluator.run(CDTPolicy(model, prompt, reward_scale=0.1, cost_scale=cost_scale), seeds, 0,
                             torch.device("cpu"))
@@ -215,3 +216,13 @@ def test_max_reward_warning_sums_each_finished_episode():
     one = {"rewards": np.array([3, 4], np.float32), "terminals": np.zeros(2, bool), "timeouts": np.array([0, 1], bool)}
     assert "largest episode return 7 exceeds max_reward 6," in max_reward_warning(one, 6.0)
     assert max_reward_warning({**one, "timeouts": np.zeros(2, bool)}, 6.0) is None  # no finished episode
+
+
+def test_the_policy_refuses_to_act_past_its_episode_len():
+    policy = CDTPolicy(make_model(), (3.0, 2.0), 0.1, 1.0)
+    policy.reset(2)
+    for _ in range(EPISODE_LEN):
+        policy(torch.zeros(2, STATE_DIM))
+        policy.observe(np.zeros(2), np.zeros(2))
+    with pytest.raises(LSPCError, match=f"CDT acts for at most its episode_len \\({EPISODE_LEN}\\) steps"):
+        policy(torch.zeros(2, STATE_DIM))

@@ -192,7 +192,8 @@ class CDTPolicy:
         self.costs = torch.zeros(num_episodes, steps + 1, device=device)
         self.returns[:, 0] = self.prompt[0] * self.reward_scale
         self.costs[:, 0] = self.prompt[1] * self.cost_scale
-        self.episode_cost = torch.full((num_episodes,), self.prompt[1], device=device)
+        # the cost prefix (cost_prefix=True) sees the scaled budget, as in training and osrl's train_cdt.py evaluation
+        self.episode_cost = torch.full((num_episodes,), self.prompt[1] * self.cost_scale, device=device)
         self.time_steps = torch.arange(steps, device=device).expand(num_episodes, -1)
         self.step = 0
 
