@@ -222,7 +222,7 @@ def test_the_policy_refuses_to_act_past_its_episode_len():
     policy = CDTPolicy(make_model(), (3.0, 2.0), 0.1, 1.0)
     policy.reset(2)
     for _ in range(EPISODE_LEN):
-        policy(torch.zeros(2, STATE_DIM))
+        assert not policy(torch.zeros(2, STATE_DIM)).requires_grad  # acting builds no graph
         policy.observe(np.zeros(2), np.zeros(2))
     with pytest.raises(LSPCError, match=f"CDT acts for at most its episode_len \\({EPISODE_LEN}\\) steps"):
         policy(torch.zeros(2, STATE_DIM))
