@@ -19,7 +19,7 @@ import torch
 from scipy.stats import norm
 
 from lspc_iql_configs import TrainConfig
-from train_lspc_iql import LSPC
+from train_lspc_iql import LSPC, EnsembleMLP
 
 OBS_DIM, ACT_DIM, LATENT, BATCH, MAX_ACTION = 5, 2, 3, 16, 1.5
 BASE = dict(hidden_dim=16, latent_dim=LATENT, batch_size=BATCH, learning_rate=0.01, discount=0.9, tau=0.05,
@@ -49,9 +49,12 @@ def make_agent(seed=0, **overrides):
         for target, online in ((agent.q_target, agent.q), (agent.cost_q_target, agent.cost_q)):
             for pt, p in zip(target.parameters(), online.parameters()):
                 pt.copy_(p + 0.4 * torch.randn_like(p))
-        # one latent dim's log_std below the CVAE encoder's floor (-4) and one above the safety encoder's cap (2)
+        # latent dims with log_std past each clamp: below the CVAE encoder's floor (-4) and above its cap (15),
+        # above the safety encoder's cap (2) and below its floor (-10)
         last_layer(agent.cvae.encoder).bias[LATENT] = -6.0
+        last_layer(agent.cvae.encoder).bias[LATENT + 2] = 18.0
         last_layer(agent.safety_encoder.net).bias[LATENT + 1] = 3.0
+        last_layer(agent.safety_encoder.net).bias[LATENT + 2] = -13.0
     return agent
 
 
@@ -185,7 +188,8 @@ def test_one_step_matches_the_reference(config):
     with torch.no_grad():
         cvae_log_std = mlp(agent.cvae.encoder, torch.cat([batch["observations"], batch["actions"]], -1))[:, LATENT:]
         encoder_log_std = mlp(agent.safety_encoder.net, batch["observations"])[:, LATENT:]
-    assert (cvae_log_std < -4).any() and (encoder_log_std > 2).any()  # both clamps act
+    assert (cvae_log_std < -4).any() and (cvae_log_std > 15).any()  # every clamp acts
+    assert (encoder_log_std > 2).any() and (encoder_log_std < -10).any()
 
     before = {name: [p.detach().clone() for p in getattr(agent, name).parameters()] for name in NETWORKS}
     torch.set_rng_state(rng)
@@ -206,6 +210,31 @@ def test_one_step_matches_the_reference(config):
         for old, new, want in zip(before[name], getattr(agent, name).parameters(), ref["nets"][name].parameters()):
             torch.testing.assert_close(new.detach() - old, want.detach() - old, rtol=1e-4, atol=1e-6, msg=name)
         assert any(not torch.equal(old, new) for old, new in zip(before[name], getattr(agent, name).parameters()))
+
+
+def test_encoders_clamp_log_std_at_the_authors_bounds():
+    """lspc_iql.py: the CVAE encoder's log_std.clamp(-4, 15), the latent safety encoder's (log_std_min -10,
+    log_std_max 2)."""
+    agent = make_agent()
+    s, a = torch.randn(4, OBS_DIM), torch.rand(4, ACT_DIM) * 2 - 1
+    with torch.no_grad():
+        _, cvae_log_std = agent.cvae.encode(s, a)
+        _, encoder_log_std = agent.safety_encoder(s)
+    assert (cvae_log_std[:, 0] == -4.0).all() and (cvae_log_std[:, 2] == 15.0).all()
+    assert (encoder_log_std[:, 1] == 2.0).all() and (encoder_log_std[:, 2] == -10.0).all()
+
+
+def test_ensemble_members_start_as_nn_linear_does():
+    """Each member's weights and biases: U(-1 / sqrt(fan_in), 1 / sqrt(fan_in)), like the Linear layers of _mlp."""
+    torch.manual_seed(0)
+    ensemble = EnsembleMLP(2, 400, 1, 300)
+    for fan_in, weight, bias in zip((400, 300, 300), ensemble.weights, ensemble.biases):
+        bound = fan_in ** -0.5
+        for values in (weight, bias):
+            assert values.abs().max() <= bound
+            if values.numel() > 100:  # the last layer's two biases are too few to span the interval
+                assert values.min() < -0.9 * bound and values.max() > 0.9 * bound
+        assert not torch.equal(weight[0], weight[1])  # independent members
 
 
 def test_targets_move_by_tau_and_the_decoder_only_by_its_own_loss():
