@@ -103,7 +103,6 @@ class CVAE(nn.Module):
         super().__init__()
         self.encoder = _mlp(state_dim + action_dim, 2 * latent_dim, hidden)
         self.decoder = _mlp(state_dim + latent_dim, action_dim, hidden)
-        self.latent_dim = latent_dim
         self.max_action = max_action
 
     def encode(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 
 from lspc.methods import trac
 from lspc.methods.baselines import ALGOS, PER_THRESHOLD, BaselineConfig, default_hparams, default_schedule, make_agent
+from conftest import load_script
 from lspc.envs import ALL_TASKS, SUITES, check_task, cost_limits
 from lspc_iql_configs import TASK_OVERRIDES
 
@@ -204,6 +205,16 @@ def test_which_methods_train_one_model_per_threshold():
     eval_lspc.py and make_table.py read this split."""
     assert set(PER_THRESHOLD) == {"bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "trac"}
     assert set(ALGOS) - set(PER_THRESHOLD) == {"bc-all", "cdt", "fisor"}
+
+
+def test_a_baseline_run_without_flags_is_seed_0_at_the_tasks_first_threshold():
+    train_baseline = load_script("train_baseline")
+    for task, first in (("OfflineCarRun-v0", 10.0), ("OfflinePointGoal1Gymnasium-v0", 20.0)):
+        cfg = train_baseline.load_config(["--algo", "bc-all", "--task", task])
+        assert cfg.seed == 0 and cfg.cost_limit == first == cost_limits(task)[0]
+    # built directly (as the tests and notebooks do): seed 0 and 10, the first threshold of BulletGym and MetaDrive
+    direct = BaselineConfig(algo="bc-all", task="OfflineCarRun-v0", episode_len=200)
+    assert direct.seed == 0 and direct.cost_limit == 10.0
 
 
 def test_cdt_defaults_and_prompts_for_all_38_tasks():
