@@ -11,6 +11,8 @@ lspc/methods/trac.py fails here. Sources:
   TraC  zgong11/TraC @ 2fc12f7: scripts/run_{bulletgym,safetygym,metadrive}.sh,
         configs/trac_{bulletgym,safetygym,metadrive}.yaml, README.md.
 """
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -207,14 +209,24 @@ def test_which_methods_train_one_model_per_threshold():
     assert set(ALGOS) - set(PER_THRESHOLD) == {"bc-all", "cdt", "fisor"}
 
 
+BASELINE_RUN_DEFAULTS = dict(  # a run's settings without flags (train_baseline.py --help); OSRL's schedule for bc-all
+    seed=0, dataset_path=None, max_timesteps=100_000, batch_size=512, eval_every=2_500, eval_episodes=10,
+    log_every=1_000, checkpoint_every_minutes=5.0, logdir="logs", project="LSPC", deterministic=False,
+    wandb_mode="offline", resume=None)
+
+
 def test_a_baseline_run_without_flags_is_seed_0_at_the_tasks_first_threshold():
     train_baseline = load_script("train_baseline")
     for task, first in (("OfflineCarRun-v0", 10.0), ("OfflinePointGoal1Gymnasium-v0", 20.0)):
-        cfg = train_baseline.load_config(["--algo", "bc-all", "--task", task])
-        assert cfg.seed == 0 and cfg.cost_limit == first == cost_limits(task)[0]
-    # built directly (as the tests and notebooks do): seed 0 and 10, the first threshold of BulletGym and MetaDrive
-    direct = BaselineConfig(algo="bc-all", task="OfflineCarRun-v0", episode_len=200)
-    assert direct.seed == 0 and direct.cost_limit == 10.0
+        cfg = dataclasses.asdict(train_baseline.load_config(["--algo", "bc-all", "--task", task]))
+        assert {key: cfg[key] for key in BASELINE_RUN_DEFAULTS} == BASELINE_RUN_DEFAULTS
+        assert cfg["cost_limit"] == first == cost_limits(task)[0]
+        assert (cfg["group"], cfg["name"]) == (f"{task}-cost-{first:g}", "bc-all-seed0")
+        assert cfg["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # "auto", resolved
+    # the dataclass's own defaults (BaselineConfig built directly); cost_limit 10 is the first threshold of
+    # BulletGym and MetaDrive, the CLI puts the task's in its place
+    defaults = {f.name: f.default for f in dataclasses.fields(BaselineConfig) if f.default is not dataclasses.MISSING}
+    assert defaults == {**BASELINE_RUN_DEFAULTS, "cost_limit": 10.0, "group": None, "name": None, "device": "auto"}
 
 
 def test_cdt_defaults_and_prompts_for_all_38_tasks():
