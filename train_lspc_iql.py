@@ -231,8 +231,10 @@ class LSPC:
     @classmethod
     def for_env(cls, env, cfg: TrainConfig, device: torch.device) -> "LSPC":
         """Sized for ``env``'s observation and action spaces (max_action from the action bound)."""
-        return cls(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]),
-                   cfg, device)
+        low, high = env.action_space.low, env.action_space.high
+        if not ((high == high[0]).all() and (low == -high).all()):  # the decoder's max_action * tanh(.)
+            raise LSPCError(f"LSPC acts in a box [-m, m] in every dimension; this task's actions are in [{low}, {high}]")
+        return cls(env.observation_space.shape[0], env.action_space.shape[0], float(high[0]), cfg, device)
 
     def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:

@@ -6,6 +6,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_train import PlainStep, random_batches  # noqa: E402
+from lspc import LSPCError  # noqa: E402
+from lspc.device_emulation import VirtualCuda  # noqa: E402
 from lspc_iql_configs import TrainConfig  # noqa: E402
 from train_lspc_iql import LSPC  # noqa: E402
 
@@ -123,3 +127,27 @@ def test_compiled_step_matches_eager(monkeypatch):
     for name, params in agent_parameters(eager).items():
         for ours, reference in zip(agent_parameters(compiled)[name], params):
             assert torch.allclose(ours, reference, rtol=0, atol=1e-5), name
+
+
+@pytest.mark.parametrize("device, mode", [("cpu", "default"), ("cuda", "reduce-overhead")])
+def test_compile_mode_replays_cuda_graphs_only_on_a_gpu(monkeypatch, device, mode):
+    """--compile on CUDA: "reduce-overhead" (each graph replayed as a CUDA graph); elsewhere torch's default."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: modes.append(mode) or fn)
+    with VirtualCuda(device_count=1):
+        LSPC(STATE_DIM, ACTION_DIM, 1.0, TrainConfig(hidden_dim=8, compile=True), torch.device(device))
+    assert modes == [mode, mode]
+
+
+def test_for_env_sizes_the_agent_from_the_spaces():
+    class Spaces(gym.Env):
+        observation_space = gym.spaces.Box(-10, 10, (7,))
+        action_space = gym.spaces.Box(-0.5, 0.5, (3,))
+
+    agent = LSPC.for_env(Spaces(), TrainConfig(hidden_dim=8), torch.device("cpu"))
+    assert agent.cvae.encoder[0].in_features == 7 + 3 and agent.cvae.decoder[-2].out_features == 3
+    assert agent.cvae.max_action == 0.5
+    for low, high in (([-0.5, -0.5, -0.5], [0.5, 0.7, 0.5]), ([0.0, -0.5, -0.5], [0.5, 0.5, 0.5])):
+        Spaces.action_space = gym.spaces.Box(np.array(low, np.float32), np.array(high, np.float32))
+        with pytest.raises(LSPCError, match=r"LSPC acts in a box \[-m, m\] in every dimension"):
+            LSPC.for_env(Spaces(), TrainConfig(hidden_dim=8), torch.device("cpu"))
