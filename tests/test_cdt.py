@@ -226,3 +226,18 @@ def test_the_policy_refuses_to_act_past_its_episode_len():
         policy.observe(np.zeros(2), np.zeros(2))
     with pytest.raises(LSPCError, match=f"CDT acts for at most its episode_len \\({EPISODE_LEN}\\) steps"):
         policy(torch.zeros(2, STATE_DIM))
+
+
+def test_sequence_sampler_refuses_trajectories_longer_than_episode_len():
+    """CDT's timestep embedding covers episode_len steps: a longer trajectory is refused before training."""
+    from lspc.methods.baselines import BaselineConfig, default_hparams, sequence_sampler
+
+    data = synthetic_dataset(3, length=(8, 9))  # three trajectories of 8 steps
+    data["costs"] = (data["costs"] > 0).astype(np.float32)
+    hparams = {**default_hparams("cdt", "OfflineBallRun-v0"), "augment_percent": 0.0, "seq_len": 4}
+    cfg = BaselineConfig(algo="cdt", task="OfflineBallRun-v0", episode_len=8, hparams=hparams)
+    assert len(sequence_sampler(cfg, data, torch.device("cpu")).lengths) == 3  # as long as an episode: accepted
+    for start in (0, 16):  # the first or the last trajectory one step longer (its first row twice)
+        longer = {key: np.insert(value, start, value[start], axis=0) for key, value in data.items()}
+        with pytest.raises(LSPCError, match="trajectories of 9 steps, longer than the task's episode length 8"):
+            sequence_sampler(cfg, longer, torch.device("cpu"))

@@ -17,11 +17,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from lspc.methods import trac
-from lspc.methods.baselines import ALGOS, PER_THRESHOLD, BaselineConfig, default_hparams, default_schedule, make_agent
 from conftest import load_script
+from lspc import LSPCError
 from lspc.envs import ALL_TASKS, SUITES, check_task, cost_limits
+from lspc.methods import trac
+from lspc.methods.baselines import (ALGOS, PER_THRESHOLD, BaselineConfig, config_dict, default_hparams, default_schedule,
+                                   load_baseline_config, make_agent)
 from lspc_iql_configs import TASK_OVERRIDES
 
 # ------------------------------------------------------------------------------------------------
@@ -227,6 +230,17 @@ def test_a_baseline_run_without_flags_is_seed_0_at_the_tasks_first_threshold():
     # BulletGym and MetaDrive, the CLI puts the task's in its place
     defaults = {f.name: f.default for f in dataclasses.fields(BaselineConfig) if f.default is not dataclasses.MISSING}
     assert defaults == {**BASELINE_RUN_DEFAULTS, "cost_limit": 10.0, "group": None, "name": None, "device": "auto"}
+    assert BaselineConfig(algo="bc-all", task="OfflineCarRun-v0", episode_len=200).hparams == {}
+
+
+def test_a_baseline_runs_config_yaml_reads_back_to_the_same_config(tmp_path):
+    cfg = load_script("train_baseline").load_config(["--algo", "bcq-lag", "--task", "OfflineCarRun-v0", "--seed", "3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_dict(cfg)))
+    assert load_baseline_config(str(path)) == cfg
+    path.write_text("algo: [")
+    with pytest.raises(LSPCError, match="could not read the run config"):
+        load_baseline_config(str(path))
 
 
 def test_cdt_defaults_and_prompts_for_all_38_tasks():
