@@ -1,6 +1,7 @@
 """CDT around osrl-lib: the seeded sequence sampler against osrl's own windows, and the stateful
 policy in the batched evaluator against osrl's own one-episode rollout."""
 import contextlib
+import dataclasses
 import io
 
 import gymnasium as gym
@@ -228,8 +229,10 @@ def test_the_policy_refuses_to_act_past_its_episode_len():
         policy(torch.zeros(2, STATE_DIM))
 
 
-def test_sequence_sampler_refuses_trajectories_longer_than_episode_len():
-    """CDT's timestep embedding covers episode_len steps: a longer trajectory is refused before training."""
+def test_sequence_sampler_checks_the_data(capsys):
+    """CDT's timestep embedding covers episode_len steps: a longer trajectory is refused before training; so are
+    costs other than 0 and 1 (its cost head classifies them); a return above max_reward is warned about when
+    the Pareto augmentation would relabel with it."""
     from lspc.methods.baselines import BaselineConfig, default_hparams, sequence_sampler
 
     data = synthetic_dataset(3, length=(8, 9))  # three trajectories of 8 steps
@@ -241,3 +244,14 @@ def test_sequence_sampler_refuses_trajectories_longer_than_episode_len():
         longer = {key: np.insert(value, start, value[start], axis=0) for key, value in data.items()}
         with pytest.raises(LSPCError, match="trajectories of 9 steps, longer than the task's episode length 8"):
             sequence_sampler(cfg, longer, torch.device("cpu"))
+    fractional = {**data, "costs": np.r_[np.arange(8, dtype=np.float32) / 2, np.zeros(16, np.float32)]}  # six non-binary
+    with pytest.raises(LSPCError, match=r"the dataset has costs \[0.5, 1.5, 2.0, 2.5, 3.0\]$"):
+        sequence_sampler(cfg, fractional, torch.device("cpu"))
+    # returns above max_reward 1: warned only when the augmentation runs (which three trajectories are too few for)
+    capsys.readouterr()
+    sequence_sampler(dataclasses.replace(cfg, hparams={**hparams, "max_reward": 1.0}), data, torch.device("cpu"))
+    assert "exceeds max_reward" not in capsys.readouterr().out
+    augmenting = dataclasses.replace(cfg, hparams={**hparams, "max_reward": 1.0, "augment_percent": 0.2})
+    with pytest.raises(LSPCError, match="Pareto augmentation failed"):
+        sequence_sampler(augmenting, data, torch.device("cpu"))
+    assert "exceeds max_reward 1," in capsys.readouterr().out
