@@ -42,7 +42,7 @@ SAFETY_ENCODER_LOG_STD = (-10.0, 2.0)  # latent safety encoder mu_delta
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Networks (spec section 2: width 256, ReLU, two hidden layers)
+# 1. Networks (as in the authors' lspc_iql.py: width 256, ReLU, two hidden layers)
 # ---------------------------------------------------------------------------------------------
 def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
     # in-place ReLU: a linear layer's backward does not need its output, and on the CPU skipping
@@ -238,7 +238,7 @@ class LSPC:
 
     def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """Losses (1)-(5) of spec section 3 summed (see _OPTIMIZER_GROUPS), the (detached) weights
+        """Losses (1)-(5) summed (see _OPTIMIZER_GROUPS), the (detached) weights
         of loss (6), and the step's metrics."""
         cfg = self.cfg
         s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
@@ -264,7 +264,7 @@ class LSPC:
         # (3) cost V: u = V_c - max(Q_c); over-shooting costs xi, so V_c settles at the lower
         # expectile of Q_c: the cost-to-go of the safest in-distribution actions
         cost_v = self.cost_value(s)
-        # the release's clamp (spec section 6 row 4, off by default): V_c(s) >= 0 here and in (5),
+        # the authors' release's clamp (clamp_cost_value, off by default): V_c(s) >= 0 here and in (5),
         # so V_c gets no gradient where it is negative; cost_v_mean logs the network's own output
         cost_v_used = cost_v.clamp(min=0.0) if cfg.clamp_cost_value else cost_v
         cost_value_loss = expectile_loss(cost_v_used - cost_q_target, cfg.iql_tau)
@@ -315,7 +315,7 @@ class LSPC:
         optimizer.step()
 
     def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """One gradient step of every network (spec section 3). Returns detached 0-d tensors, valid until
+        """One gradient step of every network, losses (1)-(7). Returns detached 0-d tensors, valid until
         the next call when the step is compiled on CUDA (CUDA graphs reuse their output memory)."""
         if self.cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
@@ -331,7 +331,7 @@ class LSPC:
         return {name: metrics[name].detach() for name in METRIC_NAMES}
 
     # -----------------------------------------------------------------------------------------
-    # 4. The policies (spec section 4). Each maps an observation batch to an action batch and
+    # 4. The policies. Each maps an observation batch to an action batch and
     #    draws its noise from ``generator`` so that evaluation is reproducible.
     # -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -40,7 +40,7 @@ SUITES: Dict[str, List[str]] = {
 }
 ALL_TASKS: List[str] = [task for tasks in SUITES.values() for task in tasks]
 
-# DSRL protocol (spec section 7): the cost thresholds at which every policy is scored.
+# DSRL's protocol: the cost thresholds at which every policy is scored.
 SUITE_COST_LIMITS: Dict[str, Tuple[float, ...]] = {
     "bullet": (10.0, 20.0, 40.0),
     "safety_gymnasium": (20.0, 40.0, 80.0),

@@ -254,7 +254,7 @@ def episode_stats(episodes: Dict[str, Sequence[float]]) -> Dict[str, Any]:
 
 
 def better_than(candidate: Dict[str, float], best: Dict[str, float] | None) -> bool:
-    """Feasibility-first model selection (spec section 6 row 10).
+    """Feasibility-first model selection (the best checkpoint).
 
     A feasible evaluation (normalized cost <= 1) beats any infeasible one; among feasible ones
     the higher normalized reward wins; among infeasible ones the lower normalized cost wins.

@@ -38,7 +38,7 @@ def mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
 
 
 class PlainStep:
-    """The reference: spec section 3 written the obvious way. Every network is its own module with
+    """The reference: train_lspc_iql.py's step written the obvious way. Every network is its own module with
     its own Adam (PyTorch's default implementation), each loss has its own backward pass, the
     safety-encoder loss also back-propagates into the decoder's weights (which are then not
     stepped), and the logged values are pulled to the host every step."""

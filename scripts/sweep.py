@@ -1,4 +1,4 @@
-"""Protocol sweeps (spec section 7): train and evaluate every task x seed x method, on this machine
+"""Protocol sweeps (DSRL's evaluation protocol): train and evaluate every task x seed x method, on this machine
 or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
 
     python scripts/sweep.py --executor local|slurm (--tasks T [T ...] | --suite bullet ...) \\

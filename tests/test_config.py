@@ -35,7 +35,7 @@ def test_defaults():
     assert cfg.name == "lspc_iql-seed0"
     assert cfg.resume is None
     assert cfg.device == ("cuda" if torch.cuda.is_available() else "cpu")  # "auto" resolved
-    # untouched base values (spec section 5)
+    # untouched base values
     assert (cfg.batch_size, cfg.latent_dim, cfg.iql_tau, cfg.tau, cfg.max_weight) == (1024, 32, 0.7, 0.005, 200.0)
     assert cfg.safe_qc_vc_threshold == 999.0
 
@@ -126,7 +126,7 @@ def test_metadrive_safety_mask():
 
 
 def test_bullet_restriction_and_episode_lengths():
-    # spec section 4: 0.6 for the Bullet tasks except AntRun, which keeps the base 0.25
+    # the authors' configs: 0.6 for the Bullet tasks except AntRun, which keeps the base 0.25
     assert TrainConfig().vae_clamper == TrainConfig().max_latent_action == 0.25
     assert set(TASK_OVERRIDES["OfflineAntRun-v0"]) == {"episode_len", "cost_limit"}
     ant_run = load_config(["--task", "OfflineAntRun-v0"])
@@ -136,7 +136,7 @@ def test_bullet_restriction_and_episode_lengths():
         assert (overrides["vae_clamper"], overrides["max_latent_action"]) == (0.6, 0.6), task
     drone = load_config(["--task", "OfflineDroneCircle-v0"])
     assert (drone.vae_clamper, drone.max_latent_action, drone.episode_len) == (0.6, 0.6, 300)
-    # spec section 5 episode lengths
+    # DSRL's episode lengths
     lengths = {"OfflineBallRun-v0": 100, "OfflineCarRun-v0": 200, "OfflineDroneRun-v0": 200,
                "OfflineAntRun-v0": 200, "OfflineBallCircle-v0": 200, "OfflineCarCircle-v0": 300,
                "OfflineDroneCircle-v0": 300, "OfflineAntCircle-v0": 500}

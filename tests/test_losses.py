@@ -1,4 +1,4 @@
-"""Losses, trainer step and policies of train_lspc_iql.py (spec sections 3, 4 and 6).
+"""Losses, trainer step and policies of train_lspc_iql.py.
 
 Every expected number is computed by hand in the test; the arithmetic is in the comments.
 Networks are tiny (hidden 16, latent 4) so the whole file runs in a few seconds on CPU.
@@ -92,7 +92,7 @@ def test_expectile_loss_all_positive_and_all_negative():
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. cost V sign convention (spec section 3 step 3: u = Vc - max(Qc)_target)
+# 2. cost V sign convention (u = Vc - max(Qc)_target)
 # ---------------------------------------------------------------------------------------------
 def test_cost_value_sign_convention_with_expectile_loss():
     vc, qc = torch.tensor([3.0]), torch.tensor([2.0])

@@ -117,7 +117,7 @@ def adam_step(module, loss, lr):
 
 
 def reference_step(agent, batch, eps_cvae, eps_encoder):
-    """One LSPC step (spec of the method, section 3) on copies of the agent's networks."""
+    """One LSPC step (losses (1)-(7)) on copies of the agent's networks."""
     cfg = agent.cfg
     nets = {name: copy.deepcopy(getattr(agent, name)) for name in NETWORKS}
     s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
@@ -262,7 +262,7 @@ def test_targets_move_by_tau_and_the_decoder_only_by_its_own_loss():
 
 
 # ---------------------------------------------------------------------------------------------
-# The policies (spec section 4)
+# The policies
 # ---------------------------------------------------------------------------------------------
 OBS = torch.randn(64, OBS_DIM, generator=torch.Generator().manual_seed(5))
 

@@ -156,7 +156,7 @@ def check_dataset(data: Dict[str, np.ndarray], env: gym.Env) -> None:
 def episode_dones(data: Dict[str, np.ndarray], bootstrap_on_timeout: bool) -> np.ndarray:
     """The `done` used in the Bellman targets.
 
-    Default (spec section 6 row 3): terminals OR timeouts, the release's choice without its
+    Default: terminals OR timeouts, the authors' release's choice without its
     sum bug (terminal + timeout can be 2). ``bootstrap_on_timeout`` treats a time-limit cut as
     a non-terminal and bootstraps through it, the textbook treatment.
     """
@@ -183,7 +183,7 @@ class TransitionBuffer:
 
         self.observations = as_tensor(data["observations"])
         self.actions = as_tensor(data["actions"])
-        self.rewards = as_tensor(data["rewards"]) * reward_scale  # spec section 6 row 9
+        self.rewards = as_tensor(data["rewards"]) * reward_scale  # the rewards only: costs are never scaled
         self.costs = as_tensor(data["costs"])
         self.next_observations = as_tensor(data["next_observations"])
         self.dones = as_tensor(episode_dones(data, bootstrap_on_timeout))
