@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's protocol (DSRL's thresholds, 20 episodes) on the Bullet Safety Gym tasks: every task x seed x method
+# The paper's protocol (DSRL's cost thresholds) on the Bullet Safety Gym tasks: every task x seed x method
 # trained and evaluated by scripts/sweep.py, then Table 1 in $LOGDIR/table.md and table.csv.
 # Also the shared body of run_safetygym.sh and run_metadrive.sh, which only set SUITE.
 #
