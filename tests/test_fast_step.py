@@ -129,14 +129,20 @@ def test_compiled_step_matches_eager(monkeypatch):
             assert torch.allclose(ours, reference, rtol=0, atol=1e-5), name
 
 
-@pytest.mark.parametrize("device, mode", [("cpu", "default"), ("cuda", "reduce-overhead")])
-def test_compile_mode_replays_cuda_graphs_only_on_a_gpu(monkeypatch, device, mode):
-    """--compile on CUDA: "reduce-overhead" (each graph replayed as a CUDA graph); elsewhere torch's default."""
-    modes = []
+@pytest.mark.parametrize("device, compile_step, mode, marks", [
+    ("cpu", True, "default", 0), ("cuda", True, "reduce-overhead", 2), ("cuda", False, None, 0)])
+def test_cuda_graphs_only_for_a_compiled_step_on_a_gpu(monkeypatch, device, compile_step, mode, marks):
+    """--compile on CUDA: "reduce-overhead" (each graph replayed as a CUDA graph), and each step tells the CUDA
+    graph tree that the previous step's outputs are consumed; elsewhere torch's default mode and no marks."""
+    modes, marked = [], []
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None: modes.append(mode) or fn)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marked.append(1))
+    cfg = TrainConfig(hidden_dim=8, batch_size=16, compile=compile_step)
     with VirtualCuda(device_count=1):
-        LSPC(STATE_DIM, ACTION_DIM, 1.0, TrainConfig(hidden_dim=8, compile=True), torch.device(device))
-    assert modes == [mode, mode]
+        agent = LSPC(STATE_DIM, ACTION_DIM, 1.0, cfg, torch.device(device))
+        for batch in random_batches(2, cfg, STATE_DIM, ACTION_DIM, torch.device(device)):
+            agent.train(batch)
+    assert modes == ([mode, mode] if compile_step else []) and len(marked) == marks
 
 
 def test_for_env_sizes_the_agent_from_the_spaces():

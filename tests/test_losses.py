@@ -3,6 +3,7 @@
 Every expected number is computed by hand in the test; the arithmetic is in the comments.
 Networks are tiny (hidden 16, latent 4) so the whole file runs in a few seconds on CPU.
 """
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lspc import LSPCError  # noqa: E402
 from lspc.data.dataset import episode_dones  # noqa: E402
 from lspc.evaluation import better_than  # noqa: E402
 from lspc_iql_configs import TrainConfig  # noqa: E402
 from train_lspc_iql import (  # noqa: E402
     LSPC,
+    LSPCMethod,
     TwinQ,
     cost_weights,
     exp_weight,
@@ -600,3 +603,28 @@ def test_clamp_cost_value_stops_the_gradient_where_vc_is_negative(clamp):
     moved = [not torch.equal(old, new) for old, new in zip(before, agent.cost_value.parameters())]
     # clamped: zero gradient everywhere, and Adam's first step with a zero gradient is zero
     assert not any(moved) if clamp else any(moved)
+
+
+def test_policies_build_no_graph():
+    """Acting needs no gradients: every policy's actions are plain tensors (the evaluation turns them into numpy)."""
+    agent = LSPC(5, 2, 1.0, TrainConfig(hidden_dim=8), torch.device("cpu"))
+    obs, generator = torch.randn(4, 5), torch.Generator().manual_seed(0)
+    for name, policy, _, _ in agent.evaluation_policies([10.0]):
+        assert not policy(obs, generator).requires_grad, name
+
+
+def test_lspc_method_loads_samples_and_builds_from_the_config(ballrun_file, ballrun_env):
+    cfg = TrainConfig(task="OfflineBallRun-v0", dataset_path=ballrun_file, batch_size=1_200, hidden_dim=8)
+    method = LSPCMethod(cfg)
+    assert method.label == "OfflineBallRun-v0"
+    # each training policy's metrics prefix and best checkpoint (feasibility first, per policy)
+    assert LSPCMethod.policies == {"o": ("eval", "model_best_o.pt"), "s": ("eval_star", "model_best_s.pt")}
+    data = method.load_data(ballrun_env)  # a batch of the whole dataset is allowed
+    assert len(data["observations"]) == 1_200
+    with pytest.raises(LSPCError, match=r"batch_size 1201 is larger than the dataset \(1200 transitions\)"):
+        LSPCMethod(dataclasses.replace(cfg, batch_size=1_201)).load_data(ballrun_env)
+    batch = method.make_sampler(data, torch.device("cpu")).sample(3)
+    assert batch["observations"].shape == (3, ballrun_env.observation_space.shape[0])
+    agent = method.make_agent(ballrun_env, torch.device("cpu"))
+    assert set(agent.training_policies()) == set(LSPCMethod.policies)
+    assert agent.cvae.decoder[-2].out_features == ballrun_env.action_space.shape[0]
