@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from lspc import LSPCError, training
 from lspc.data.dataset import TransitionBuffer, load_dataset
+from lspc.envs import action_bound
 from lspc.losses import expectile_loss
 from lspc.training import Method
 from lspc_iql_configs import TrainConfig, config_dict, load_config
@@ -231,10 +232,7 @@ class LSPC:
     @classmethod
     def for_env(cls, env, cfg: TrainConfig, device: torch.device) -> "LSPC":
         """Sized for ``env``'s observation and action spaces (max_action from the action bound)."""
-        low, high = env.action_space.low, env.action_space.high
-        if not ((high == high[0]).all() and (low == -high).all()):  # the decoder's max_action * tanh(.)
-            raise LSPCError(f"LSPC acts in a box [-m, m] in every dimension; this task's actions are in [{low}, {high}]")
-        return cls(env.observation_space.shape[0], env.action_space.shape[0], float(high[0]), cfg, device)
+        return cls(env.observation_space.shape[0], env.action_space.shape[0], action_bound(env, "LSPC"), cfg, device)
 
     def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:

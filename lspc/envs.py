@@ -70,6 +70,16 @@ def cost_limits(task: str) -> Tuple[float, ...]:
     return SUITE_COST_LIMITS[check_task(task)]
 
 
+def action_bound(env: gym.Env, method: str) -> float:
+    """m of an action box [-m, m] in every dimension (every DSRL task's is [-1, 1]): the one bound that
+    LSPC's decoder (m * tanh) and osrl's actors take. Another box is refused in one line."""
+    low, high = env.action_space.low, env.action_space.high
+    if not ((high == high[0]).all() and (low == -high).all()):
+        raise LSPCError(f"{method} acts in a box [-m, m] in every dimension; this task's actions are in "
+                        f"[{low}, {high}]")
+    return float(high[0])
+
+
 @contextlib.contextmanager
 def _real_std_streams() -> Iterator[None]:
     """bullet_safety_gym silences pybullet by flushing the C stream named after ``sys.stdout`` /

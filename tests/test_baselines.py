@@ -210,6 +210,7 @@ def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path)
     assert not torch.equal(actions(fresh, 0), actions(agent, 0))
     fresh.load_state_dict(torch.load(path, weights_only=True)["model"])
     assert torch.equal(actions(fresh, 0), actions(agent, 0))
+    assert not actions(agent, 0).requires_grad  # acting builds no graph
     assert_same_state(fresh.state_dict(), agent.state_dict())
     # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent, FISOR's diffusion sampler)
     torch.manual_seed(0)

@@ -239,7 +239,12 @@ def test_sequence_sampler_checks_the_data(capsys):
     data["costs"] = (data["costs"] > 0).astype(np.float32)
     hparams = {**default_hparams("cdt", "OfflineBallRun-v0"), "augment_percent": 0.0, "seq_len": 4}
     cfg = BaselineConfig(algo="cdt", task="OfflineBallRun-v0", episode_len=8, hparams=hparams)
-    assert len(sequence_sampler(cfg, data, torch.device("cpu")).lengths) == 3  # as long as an episode: accepted
+    sampler = sequence_sampler(cfg, data, torch.device("cpu"))
+    assert len(sampler.lengths) == 3  # as long as an episode: accepted
+    # trajectories drawn by osrl's cost weights: cost_sample_offset 70 minus the trajectory's cost
+    expected = sequence_dataset(data, reward_scale=hparams["reward_scale"], cost_scale=hparams["cost_scale"]).sample_prob
+    np.testing.assert_allclose(sampler.prob.numpy(), expected)
+    assert hparams["cost_sample_offset"] == 70.0 and not np.allclose(expected, expected[0])
     for start in (0, 16):  # the first or the last trajectory one step longer (its first row twice)
         longer = {key: np.insert(value, start, value[start], axis=0) for key, value in data.items()}
         with pytest.raises(LSPCError, match="trajectories of 9 steps, longer than the task's episode length 8"):

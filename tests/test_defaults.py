@@ -336,9 +336,9 @@ def qc_threshold(kappa, gamma, episode_len):
     return kappa * (1 - gamma ** episode_len) / (1 - gamma) / episode_len
 
 
-def build(algo, kappa, episode_len):
+def build(algo, kappa, episode_len, env=None, **extra_hparams):
     task = "OfflineBallRun-v0"
-    hparams = default_hparams(algo, task)
+    hparams = {**default_hparams(algo, task), **extra_hparams}
     for key in ("a_hidden_sizes", "c_hidden_sizes"):
         if key in hparams:
             hparams[key] = [8, 8]
@@ -347,7 +347,7 @@ def build(algo, kappa, episode_len):
     if algo == "cdt":
         hparams.update(embedding_dim=8, num_layers=1, num_heads=1, seq_len=3)
     cfg = BaselineConfig(algo=algo, task=task, episode_len=episode_len, cost_limit=kappa, hparams=hparams)
-    return make_agent(cfg, BoxEnv(), torch.device("cpu"), tiny_data())
+    return make_agent(cfg, env or BoxEnv(), torch.device("cpu"), tiny_data())
 
 
 def test_bcq_lag_threshold_is_6_34_at_kappa_10_and_100_steps():
@@ -414,3 +414,22 @@ def test_the_other_hyperparameters_reach_the_osrl_models():
     assert (group["initial_lr"], group["weight_decay"], group["betas"]) == \
         (OSRL_CDT["learning_rate"], OSRL_CDT["weight_decay"], OSRL_CDT["betas"])
     assert trainer.model.target_entropy == -2 and trainer.model.temperature().item() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("algo", OSRL_ALGOS)
+def test_what_an_osrl_model_cannot_take_is_refused_in_one_line(algo):
+    """A misspelt hyperparameter would be dropped without a word; osrl's actors take one bound max_action."""
+    with pytest.raises(LSPCError, match=rf"^{algo} takes no hyperparameters \['actor_lr_typo'\]$"):
+        build(algo, 10.0, 100, actor_lr_typo=1e-3)
+    lopsided = BoxEnv(high=0.5)
+    lopsided.action_space = gym.spaces.Box(np.array([-0.5, -1.0], np.float32), np.array([0.5, 1.0], np.float32))
+    with pytest.raises(LSPCError, match=rf"^{algo} acts in a box \[-m, m\] in every dimension"):
+        build(algo, 10.0, 100, env=lopsided)
+    assert build(algo, 10.0, 100, env=BoxEnv(high=0.5)).model.max_action == 0.5
+
+
+def test_osrl_policies_skip_argument_validation(monkeypatch):
+    """osrl's Normal policies would check their arguments at every forward pass, a host sync each on a GPU."""
+    monkeypatch.setattr(torch.distributions.Distribution, "_validate_args", True)  # torch's default, restored after
+    build("bear-lag", 10.0, 100)
+    torch.distributions.Normal(torch.zeros(1), -torch.ones(1))  # a negative scale: no check, no error

@@ -52,7 +52,7 @@ from lspc import LSPCError
 from lspc.methods.cdt import DATA_KEYS as CDT_DATA_KEYS
 from lspc.methods.cdt import CDTPolicy, SequenceSampler, cdt_defaults, max_reward_warning, prompt_for
 from lspc.data.dataset import TransitionBuffer, load_dataset
-from lspc.envs import check_task, cost_limits
+from lspc.envs import action_bound, check_task, cost_limits
 from lspc.evaluation import BatchPolicy
 from lspc.training import Method
 
@@ -317,7 +317,7 @@ class Baseline:
         model_cls = getattr(algorithms, _OSRL_CLASSES[cfg.algo])
         trainer_cls = getattr(algorithms, _OSRL_CLASSES[cfg.algo] + "Trainer")
         given = {**cfg.hparams, "state_dim": env.observation_space.shape[0], "action_dim": env.action_space.shape[0],
-                 "max_action": float(env.action_space.high[0]), "cost_limit": cfg.cost_limit,
+                 "max_action": action_bound(env, cfg.algo), "cost_limit": cfg.cost_limit,
                  "episode_len": cfg.episode_len, "device": str(device)}
         if cfg.algo == "coptidice":
             given.update(_data_statistics(env, data))
