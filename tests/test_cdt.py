@@ -150,7 +150,7 @@ class ToyEnv(gym.Env):
         self.state = 0.8 * self.state + np.r_[action, action.sum()].astype(np.float32)
         self.t += 1
         reward = float(1.0 - np.square(self.state).mean())
-        cost = float(self.state[0] > 0.5)
+        cost = float(abs(self.state[0]) > 0.5)
         return self.state.copy(), reward, self.t >= self.end, self.t >= EPISODE_LEN, {"cost": cost}
 
 
@@ -179,6 +179,7 @@ def test_batched_stateful_policy_equals_osrls_one_episode_rollout(monkeypatch, c
     evaluator.close()
     assert len(set(batched["length"].tolist())) > 1 and batched["length"].min() < EPISODE_LEN  # early ends
     assert (batched["length"] == EPISODE_LEN).any()  # and time-limit ends
+    assert (batched["cost"] > 0).all()  # the cost-to-go the model sees falls during every episode
 
     # osrl's CDTTrainer.rollout, one episode at a time; rewards scaled as osrl's env wrapper does
     trainer = osrl().algorithms.CDTTrainer(model, None, reward_scale=0.1, cost_scale=cost_scale)
