@@ -75,6 +75,7 @@ TARGETS: Dict[str, List[str]] = {
     "lspc/methods/baselines.py": [
         "tests/test_reference_baselines.py",  # one update of each osrl baseline, recomputed
         "tests/test_baselines.py::test_checkpoint_reload_gives_identical_actions",  # state_dict round trips
+        "tests/test_baselines.py::test_baseline_method_loads_the_data_its_method_trains_on",
         "tests/test_cdt.py::test_sequence_sampler_checks_the_data",
         "tests/test_baselines.py::test_bc_safe_trains_only_on_trajectories_within_the_cost_limit",
         "tests/test_baselines.py::test_metrics_window_averages_and_names_the_first_non_finite_statistic",

@@ -1,5 +1,6 @@
 """OSRL baselines: scripts/train_baseline.py on the tiny BallRun file, and eval_lspc.py on their runs."""
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -12,8 +13,9 @@ import torch
 import yaml
 
 import eval_lspc
-from lspc.methods.baselines import (ALGOS, OWN_MODULES, PER_THRESHOLD, config_dict, default_hparams, load_baseline_config, make_agent,
-                            make_sampler, training_data)
+from lspc import LSPCError
+from lspc.methods.baselines import (ALGOS, OWN_MODULES, PER_THRESHOLD, BaselineConfig, BaselineMethod, config_dict,
+                                   default_hparams, load_baseline_config, make_agent, make_sampler, training_data)
 from lspc.checkpoint import load_checkpoint, save_checkpoint
 from lspc.data.dataset import load_dataset
 from lspc.envs import make_env
@@ -212,12 +214,36 @@ def test_checkpoint_reload_gives_identical_actions(algo, ballrun_file, tmp_path)
     assert torch.equal(actions(fresh, 0), actions(agent, 0))
     assert not actions(agent, 0).requires_grad  # acting builds no graph
     assert_same_state(fresh.state_dict(), agent.state_dict())
+    if hasattr(agent, "_schedulers"):  # osrl's: a scheduler's step count and rates come back with it
+        for name, scheduler in agent._schedulers().items():
+            restored = fresh._schedulers()[name].state_dict()
+            assert {k: v for k, v in restored.items() if k != "lr_lambdas"} == \
+                   {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}, name
     # the policy's noise comes from the evaluation generator only (BCQ-Lag's VAE latent, FISOR's diffusion sampler)
     torch.manual_seed(0)
     global_state = torch.get_rng_state()
     assert torch.equal(actions(agent, 1), actions(agent, 1))
     assert torch.equal(torch.get_rng_state(), global_state)
     assert torch.equal(actions(agent, 1), actions(agent, 2)) == (algo not in ("bcq-lag", "fisor"))  # stochastic ones
+    env.close()
+
+
+def test_baseline_method_loads_the_data_its_method_trains_on(ballrun_file, tmp_path, capsys):
+    cfg = train_baseline.load_config(flags("bc-safe", ballrun_file, tmp_path))
+    method = BaselineMethod(cfg)
+    assert method.label == f"bc-safe {TASK}" and method.policies == {"bc-safe": ("eval", "model_best.pt")}
+    # config.yaml in the dataclass's order: what a run is (algo, task, seed, cost_limit) before how it ran
+    assert list(yaml.safe_load(method.config_yaml())) == [f.name for f in dataclasses.fields(BaselineConfig)]
+    env = make_env(TASK)
+    capsys.readouterr()
+    size = len(method.load_data(env)["observations"])
+    assert 0 < size < 1_200  # BC-Safe: the trajectories within the cost limit
+    assert f"data: bc-safe trains on {size} of the dataset's 1200 transitions" in capsys.readouterr().out
+    BaselineMethod(dataclasses.replace(cfg, batch_size=size)).load_data(env)  # one batch of all of it: allowed
+    with pytest.raises(LSPCError, match=f"batch_size 1200 is larger than the {size} transitions bc-safe trains on"):
+        BaselineMethod(dataclasses.replace(cfg, batch_size=1_200)).load_data(env)
+    with pytest.raises(LSPCError, match="bc-safe: no trajectory of the dataset has a cost <= -1"):
+        BaselineMethod(dataclasses.replace(cfg, cost_limit=-1.0)).load_data(env)
     env.close()
 
 

@@ -433,3 +433,14 @@ def test_osrl_policies_skip_argument_validation(monkeypatch):
     monkeypatch.setattr(torch.distributions.Distribution, "_validate_args", True)  # torch's default, restored after
     build("bear-lag", 10.0, 100)
     torch.distributions.Normal(torch.zeros(1), -torch.ones(1))  # a negative scale: no check, no error
+
+
+def test_which_policy_is_scored_at_which_threshold():
+    """eval_lspc.py's table: one policy per run scored at every threshold, CDT once per threshold with its prompt."""
+    agent = build("bc-safe", 10.0, 100)
+    assert agent.evaluation_policies([10.0, 20.0]) == [("bc-safe", agent.act, [10.0, 20.0], {})]
+    cdt = build("cdt", 10.0, 100)
+    scored = cdt.evaluation_policies([10.0, 20.0])
+    assert [(name, kappas, notes) for name, _, kappas, notes in scored] == [
+        ("cdt", [10.0], {"prompt": [500.0, 10.0]}), ("cdt", [20.0], {"prompt": [500.0, 20.0]})]
+    assert [policy.prompt for _, policy, _, _ in scored] == [(500.0, 10.0), (500.0, 20.0)]
