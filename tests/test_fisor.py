@@ -12,7 +12,6 @@ import yaml
 from lspc import LSPCError
 from lspc.methods import fisor
 from lspc.methods.baselines import BaselineConfig
-from lspc.envs import make_env
 
 TASK = "OfflineBallRun-v0"
 SMALL = {"c_hidden_sizes": [32, 32], "actor_hidden_dim": 16, "time_dim": 8, "time_hidden_sizes": [16, 16],
