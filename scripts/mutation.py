@@ -224,9 +224,27 @@ def serve(socket_path: str) -> None:
                     break
 
 
+# mutmut 2.5.1's command line, with one fix: before testing, it looks each line's cached verdicts up by
+# the line's text alone (cache.get_cached_mutation_statuses), so of two identical lines the second took
+# the first one's verdict and, once that was "killed", was never tested again after a change to the
+# tests. Here each mutant is looked up by its line's text and number.
+MUTMUT = """import sys
+from mutmut import cache
+from mutmut.__main__ import climain
+
+
+def statuses(filename, mutations, hash_of_tests):
+    return {mutation_id: cache.cached_mutation_status(filename, mutation_id, hash_of_tests) for mutation_id in mutations}
+
+
+cache.get_cached_mutation_statuses = statuses
+sys.argv[0] = "mutmut"
+climain()
+"""
+
+
 def mutmut_command(path: str, tests: List[str]) -> List[str]:
-    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
-    return [mutmut, "run", "--paths-to-mutate", path, "--tests-dir", "tests", "--runner", runner_command(tests),
+    return [sys.executable, "-c", MUTMUT, "run", "--paths-to-mutate", path, "--tests-dir", "tests", "--runner", runner_command(tests),
             "--disable-mutation-types", "string,fstring",
             # mutmut 2 stops a mutant's tests at 10x the unmutated run's time (a timeout); a killed
             # one that took over 2x + 60 s is "suspicious" (still killed): other processes on a
