@@ -72,8 +72,8 @@ LSPC_SLURM_DIR ?= /tmp/lspc-slurm
 test-slurm: install  ## the sweep on a real Slurm cluster (scripts/slurm_cluster.sh start)
 	SLURM_CONF=$${SLURM_CONF:-$(LSPC_SLURM_DIR)/slurm.conf} LSPC_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/test_slurm.py
 
-# Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; about two
-# hours on 2 cores for all seven with MUTATION_JOBS=2, resumable), then results/mutation/. MUTATE names
+# Mutation testing of the algorithm files against their fast tests (scripts/mutation.py; a long run,
+# resumable), then the report in results/mutation/. MUTATE names
 # some, e.g. `make mutation MUTATE="lspc/data/dataset.py lspc/evaluation.py"`; MUTATION_JOBS files are
 # mutated at once, one core each; niced so that other work keeps its cores.
 MUTATE ?=

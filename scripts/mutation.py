@@ -28,6 +28,7 @@ the math (the one-line errors' exact text is checked by tests/test_bad_input.py 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import inspect
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -262,21 +264,23 @@ def run_file(path: str, workdir: str, log: Optional[str] = None) -> None:
     with open(os.path.join(dest, TESTS_RECORD), "w") as f:  # what the report says the mutants ran against
         json.dump(tests, f)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    if os.path.exists(os.path.join(dest, SERVER_SOCKET)):
+    if os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # a stale one would pass for the new server's
         os.remove(os.path.join(dest, SERVER_SOCKET))
-    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", SERVER_SOCKET], cwd=dest, env=env)
-    try:
-        while not os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # listening once its imports are done
-            if server.poll() is not None:
-                raise MutationError(f"the mutation test server for {path} exited with status {server.returncode}")
-            time.sleep(0.1)
-        with open(os.path.join(dest, log), "w") if log else open(os.devnull) as out:
+    # the server's and mutmut's output: to the log, or to this process's (None)
+    with open(os.path.join(dest, log), "w") if log else contextlib.nullcontext() as out:
+        output = dict(stdout=out, stderr=subprocess.STDOUT if out else None)
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", SERVER_SOCKET], cwd=dest,
+                                  env=env, **output)
+        try:
+            while not os.path.exists(os.path.join(dest, SERVER_SOCKET)):  # listening once its imports are done
+                if server.poll() is not None:
+                    raise MutationError(f"the mutation test server for {path} exited with status {server.returncode}")
+                time.sleep(0.1)
             # exit status: a bit set per kind of surviving mutant; the report tells them apart
-            code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env, stdout=out if log else None,
-                                  stderr=subprocess.STDOUT if log else None).returncode
-    finally:
-        server.kill()
-        server.wait()
+            code = subprocess.run(mutmut_command(path, tests), cwd=dest, env=env, **output).returncode
+        finally:
+            server.kill()
+            server.wait()
     if code & 1:
         raise MutationError(f"mutmut failed on {path} (exit status {code}): do its tests pass unmutated? "
                             f"(their output: {os.path.join(dest, SERVER_LOG)})")
@@ -284,15 +288,11 @@ def run_file(path: str, workdir: str, log: Optional[str] = None) -> None:
 
 
 def run(paths: List[str], workdir: str, jobs: int = 1) -> None:
-    """Each file in its own copy, so ``jobs`` files can be mutated at once (one core each)."""
-    if jobs == 1:
-        for path in paths:
-            run_file(path, workdir)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Each file in its own copy, so ``jobs`` files can be mutated at once (one core each); with more
+    than one, each file's output goes to a log in its copy instead of interleaving here."""
+    log = ".mutation-run.log" if jobs > 1 else None
     with ThreadPoolExecutor(jobs) as pool:
-        for done in [pool.submit(run_file, path, workdir, ".mutation-run.log") for path in paths]:
+        for done in [pool.submit(run_file, path, workdir, log) for path in paths]:
             done.result()
 
 
