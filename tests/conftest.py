@@ -41,6 +41,21 @@ def load_script(name):
     return module
 
 
+def spread_critics(agent, critics, scale, targets, noise):
+    """For the one-step reference tests: scale the critics' parameters, so that their outputs spread over a few
+    units and a batch reaches every branch of the weights and clamps, and move each target network off its
+    online one by N(0, noise^2) noise, so that a step that reads the wrong copy shows."""
+    import torch
+
+    with torch.no_grad():
+        for name in critics:
+            for p in getattr(agent, name).parameters():
+                p.mul_(scale)
+        for target, online in targets:
+            for pt, p in zip(target.parameters(), online.parameters()):
+                pt.copy_(p + noise * torch.randn_like(p))
+
+
 @pytest.fixture(scope="session")
 def ballrun_data():
     """12 BallRun episodes (1,200 transitions) collected from the real simulator."""

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import spread_critics
 from lspc import LSPCError
 from lspc.methods import fisor
 from lspc.methods.baselines import BaselineConfig
@@ -54,15 +55,9 @@ def make_agent(seed=3, **overrides):
                          hparams={**fisor.default_hparams(TASK), **HPARAMS, **overrides})
     torch.manual_seed(seed)
     agent = fisor.FISOR(cfg, BoxEnv(), torch.device("cpu"))
-    with torch.no_grad():
-        # spread the critics' outputs over a few units, so that the batch reaches every branch of the weights,
-        # and move the targets and the EMA actor off the online networks: a step that reads the wrong copy shows
-        for name in ("q", "reach_q", "value", "reach_value"):
-            for p in getattr(agent, name).parameters():
-                p.mul_(3.0)
-        for target, online in ((agent.q_target, agent.q), (agent.reach_q_target, agent.reach_q)):
-            for pt, p in zip(target.parameters(), online.parameters()):
-                pt.copy_(p + 0.5 * torch.randn_like(p))
+    spread_critics(agent, ("q", "reach_q", "value", "reach_value"), 3.0,
+                   ((agent.q_target, agent.q), (agent.reach_q_target, agent.reach_q)), 0.5)
+    with torch.no_grad():  # the EMA actor off the online one too
         for p in agent.actor_ema.parameters():
             p.add_(0.3 * torch.randn_like(p))
     agent.actor_updates = 3  # the cosine schedule is part way: its value is checked, not just its start

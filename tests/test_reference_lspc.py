@@ -18,6 +18,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from conftest import spread_critics
 from lspc_iql_configs import TrainConfig
 from train_lspc_iql import LSPC, EnsembleMLP
 
@@ -40,15 +41,10 @@ def make_agent(seed=0, **overrides):
     cfg = TrainConfig(**{**BASE, **overrides})
     torch.manual_seed(seed)
     agent = LSPC(OBS_DIM, ACT_DIM, MAX_ACTION, cfg, torch.device("cpu"))
+    # negative cost values included, where the clamps act
+    spread_critics(agent, ("q", "value", "cost_q", "cost_value"), 2.5,
+                   ((agent.q_target, agent.q), (agent.cost_q_target, agent.cost_q)), 0.4)
     with torch.no_grad():
-        # the critics' outputs spread over a few units (negative cost values included, where the clamps act),
-        # and the targets off the online critics: a step that reads the wrong copy shows
-        for name in ("q", "value", "cost_q", "cost_value"):
-            for p in getattr(agent, name).parameters():
-                p.mul_(2.5)
-        for target, online in ((agent.q_target, agent.q), (agent.cost_q_target, agent.cost_q)):
-            for pt, p in zip(target.parameters(), online.parameters()):
-                pt.copy_(p + 0.4 * torch.randn_like(p))
         # latent dims with log_std past each clamp: below the CVAE encoder's floor (-4) and above its cap (15),
         # above the safety encoder's cap (2) and below its floor (-10)
         last_layer(agent.cvae.encoder).bias[LATENT] = -6.0
