@@ -7,11 +7,20 @@ STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
 COLLECT_STAMP := $(VENV)/.installed-collect
 
-.PHONY: help install install-suites install-collect install-dev demo test test-slurm datasets mutation docs clean-venv
+.PHONY: help install install-suites install-collect install-dev demo test test-slurm datasets mutation docs clean-venv gpu-bundle gpu-rehearsal
 
 install: $(STAMP)  ## the core: .venv with torch, dsrl, osrl-lib, Bullet Safety Gym
 
+# Python 3.11 is what CI tests. pybullet 3.2.7 has no wheel for 3.12 or newer: BUILD_PYBULLET=1 lets pip build
+# it from source (measured in results/pybullet_source_build.csv).
+BUILD_PYBULLET ?=
 $(STAMP): requirements.txt requirements-nodeps.txt
+	@v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 2; \
+	case "$$v" in \
+	    3.11) ;; \
+	    3.[0-9]|3.10) echo "error: make install needs Python 3.11 (it has $(PYTHON) = Python $$v); use PYTHON=python3.11" >&2; exit 2 ;; \
+	    *) [ "$(BUILD_PYBULLET)" = 1 ] || { echo "error: pybullet 3.2.7, the Bullet tasks' simulator, has no wheel for Python $$v ($(PYTHON)); use PYTHON=python3.11, or build it from source with make install PYTHON=$(PYTHON) BUILD_PYBULLET=1 (about 4 minutes on 2 cores; needs g++ and Python $$v's headers; docs/installation.md)" >&2; exit 2; } ;; \
+	esac
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -62,6 +71,16 @@ datasets: $(foreach task,$(TASKS),$(DATA_DIR)/$(task).hdf5)  ## collect datasets
 
 $(DATA_DIR)/%.hdf5: | $(STAMP) $(if $(filter-out $(DATASET_TASKS),$(TASKS)),$(COLLECT_STAMP))
 	$(PY) scripts/collect_dataset.py --task $* $(if $(DATASET_EPISODES),--episodes $(DATASET_EPISODES)) --seed 0 --out $@ $(COLLECT_FLAGS)
+
+# The offline GPU node (docs/gpu.md): the bundle it needs (wheels for BUNDLE_PYTHON, the BallRun file, run.sh),
+# and the node rehearsed on the CPU (tools/gpu_node/rehearse.sh; .ci/run calls it).
+BUNDLE_PYTHON ?= 3.12
+BUNDLE_DIR ?= gpu_bundle
+gpu-bundle: install  ## the offline GPU node's bundle into gpu_bundle/ (BUNDLE_PYTHON=3.12)
+	$(PY) tools/gpu_node/bundle.py build --python $(BUNDLE_PYTHON) --out $(BUNDLE_DIR)
+
+gpu-rehearsal: install  ## the GPU node rehearsed on the CPU: node-like venv, bundle, run.sh --cpu, evaluation here
+	bash tools/gpu_node/rehearse.sh
 
 test: install install-suites install-collect  ## install every suite and run the test suite
 	$(PY) -m pytest -q -n auto --dist loadfile tests

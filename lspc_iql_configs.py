@@ -85,7 +85,8 @@ class TrainConfig:
     batch_size: int = 1024
     """transitions per gradient step"""
     eval_every: int = 20_000
-    """steps between evaluations (each also writes checkpoints); the last step is always evaluated"""
+    """steps between evaluations (each also writes checkpoints); the last step is always evaluated. 0: no
+    evaluation during training, so no simulator is needed; score the run afterwards with eval_lspc.py"""
     eval_episodes: int = 10
     """episodes per evaluation during training"""
     log_every: int = 1_000
@@ -358,13 +359,13 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """One-line errors for values that cannot work, before anything is loaded or written."""
     check_task(cfg.task)
-    positive = ("max_timesteps", "batch_size", "eval_every", "eval_episodes", "log_every", "episode_len",
+    positive = ("max_timesteps", "batch_size", "eval_episodes", "log_every", "episode_len",
                 "hidden_dim", "latent_dim", "learning_rate", "vae_clamper", "max_latent_action",
                 "max_weight", "reward_scale", "checkpoint_every_minutes")
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise LSPCError(f"{name} must be positive, got {getattr(cfg, name)}")
-    non_negative = ("seed", "cost_limit", "beta_reward", "beta_cost", "vae_beta")
+    non_negative = ("seed", "eval_every", "cost_limit", "beta_reward", "beta_cost", "vae_beta")
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise LSPCError(f"{name} must be >= 0, got {getattr(cfg, name)}")

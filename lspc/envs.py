@@ -48,8 +48,28 @@ SUITE_COST_LIMITS: Dict[str, Tuple[float, ...]] = {
     "metadrive": (10.0, 20.0, 40.0),
 }
 
+# (observation size, action size) of every task, as its simulator makes it (tests/test_suites.py checks
+# them against the simulators); every DSRL task acts in the box [-1, 1]^act. They let a run train where
+# the task's simulator is not installed (``dataset_env``).
+_NAV_OBS = {"Car": {"Button": 88, "Circle": 40, "Goal": 72, "Push": 88},
+            "Point": {"Button": 76, "Circle": 28, "Goal": 60, "Push": 76}}
+TASK_SPACES: Dict[str, Tuple[int, int]] = {
+    "OfflineAntRun-v0": (33, 8), "OfflineAntCircle-v0": (34, 8), "OfflineBallRun-v0": (7, 2),
+    "OfflineBallCircle-v0": (8, 2), "OfflineCarRun-v0": (7, 2), "OfflineCarCircle-v0": (8, 2),
+    "OfflineDroneRun-v0": (17, 4), "OfflineDroneCircle-v0": (18, 4),
+    **{f"Offline{agent}{task}{level}Gymnasium-v0": (obs, 2)
+       for agent, sizes in _NAV_OBS.items() for task, obs in sizes.items() for level in (1, 2)},
+    "OfflineAntVelocityGymnasium-v1": (27, 8), "OfflineHalfCheetahVelocityGymnasium-v1": (17, 6),
+    "OfflineHopperVelocityGymnasium-v1": (11, 3), "OfflineSwimmerVelocityGymnasium-v1": (8, 2),
+    "OfflineWalker2dVelocityGymnasium-v1": (17, 6),
+    **{task: (259, 2) for task in _METADRIVE},
+}
+ACTION_BOUND = 1.0
+assert sorted(TASK_SPACES) == sorted(ALL_TASKS), "the spaces table must cover exactly the DSRL tasks"
+
 # What each suite needs beyond the core install.
 _SUITE_INSTALL_HINT = {
+    "bullet": "the Bullet Safety Gym suite (pybullet, bullet-safety-gym); install it with `make install`",
     "safety_gymnasium": "the Safety-Gymnasium suite; install it with `make install-suites`",
     "velocity": "the Safety-Gymnasium suite; install it with `make install-suites`",
     "metadrive": "the MetaDrive suite; install it with `make install-suites`",
@@ -102,7 +122,8 @@ def _import_dsrl() -> None:
         import dsrl  # noqa: F401  (registers the Bullet tasks with gymnasium)
 
 
-_SUITE_IMPORTS = {"safety_gymnasium": suite_shims.import_safety_gymnasium,
+_SUITE_IMPORTS = {"bullet": suite_shims.import_bullet,
+                  "safety_gymnasium": suite_shims.import_safety_gymnasium,
                   "velocity": suite_shims.import_safety_gymnasium,
                   "metadrive": suite_shims.import_metadrive}
 
@@ -116,7 +137,8 @@ def import_suite(suite: str) -> None:
             with _real_std_streams():
                 _SUITE_IMPORTS[suite]()
         except ImportError as err:
-            raise LSPCError(f"{suite} tasks need {_SUITE_INSTALL_HINT[suite]} ({err})") from None
+            raise LSPCError(f"{suite} tasks need {_SUITE_INSTALL_HINT[suite]} ({err}); training without it: "
+                            "--eval_every 0, then eval_lspc.py where it is installed") from None
 
 
 def dsrl_infos() -> ModuleType:
@@ -157,6 +179,32 @@ def make_env(task: str, episode_len: Optional[int] = None) -> gym.Env:
 
             return OldGymAdapter(old_gym.make(task, **limit))
         return gym.make(task, **limit)
+
+
+def dataset_env(task: str) -> gym.Env:
+    """The task as its offline data sees it, with no simulator: dsrl's ``OfflineEnv`` (the dataset's
+    address, ``get_dataset``, the reference returns of ``get_normalized_score``) with the spaces of
+    ``TASK_SPACES`` and the task's registered time limit. Training with evaluation off uses it, so a run
+    trains where pybullet, MuJoCo or MetaDrive is not installed; it cannot be reset or stepped."""
+    check_task(task)
+    infos, key = dsrl_infos(), dsrl_key(task)
+    from dsrl.offline_env import OfflineEnv
+
+    class DatasetEnv(OfflineEnv):
+        def reset(self, *args, **kwargs):
+            raise LSPCError(f"{task} was made without its simulator (training with --eval_every 0); "
+                            "evaluate the run with eval_lspc.py where the simulator is installed")
+
+        step = reset
+
+    obs_size, act_size = TASK_SPACES[task]
+    env = DatasetEnv(max_episode_reward=infos.MAX_EPISODE_REWARD[key], min_episode_reward=infos.MIN_EPISODE_REWARD[key],
+                     max_episode_cost=infos.MAX_EPISODE_COST[key], min_episode_cost=infos.MIN_EPISODE_COST[key],
+                     dataset_url=infos.DATASET_URLS[key])
+    env.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32)
+    env.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, (act_size,), np.float32)
+    env.spec = gym.envs.registration.EnvSpec(task, max_episode_steps=infos.DEFAULT_MAX_EPISODE_STEPS[key])
+    return env
 
 
 class OldGymAdapter(gym.Env):

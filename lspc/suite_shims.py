@@ -63,6 +63,11 @@ PLAIN_SKYBOX = {"@type": "skybox", "@builtin": "gradient", "@rgb1": "0.4 0.6 0.8
                 "@width": "32", "@height": "32"}
 
 
+def import_bullet() -> None:
+    """Import Bullet Safety Gym, which dsrl's Bullet tasks load only when one is made."""
+    import bullet_safety_gym  # noqa: F401  (ImportError here means the suite is not installed)
+
+
 def import_safety_gymnasium() -> None:
     """Import Safety-Gymnasium and register dsrl's tasks of it (navigation and velocity)."""
     import safety_gymnasium  # noqa: F401  (ImportError here means the suite is not installed)

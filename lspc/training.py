@@ -9,6 +9,8 @@ policies for ``lspc.evaluation.Evaluator``) and a complete ``state_dict``. Every
 - ``<run_dir>/config.yaml`` and ``metrics.jsonl`` (plus wandb), a progress bar;
 - the metrics window: means between log points, NaN/inf detection on the device without per-step syncs;
 - evaluation every ``eval_every`` steps and at the end; per policy a best checkpoint, feasibility first;
+  ``eval_every`` 0 turns it off, and then no simulator is made (``lspc.envs.dataset_env``): the run
+  trains where the task's simulator is not installed and is scored afterwards by ``eval_lspc.py``;
 - ``checkpoint/model.pt`` at every evaluation and at least every ``checkpoint_every_minutes`` of wall
   time, atomic and complete (model, optimizers, RNG streams, the metrics window, best scores), so a
   resumed run, after a signal or a SIGKILL, continues bit for bit;
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 from lspc import LSPCError
 from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, derived_seed, load_checkpoint,
                              restore_rng_state, save_checkpoint)
-from lspc.envs import make_env
+from lspc.envs import dataset_env, make_env
 from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
 from lspc.run_logger import RunLogger, eval_entries, truncate_metrics
 
@@ -342,12 +344,14 @@ def train(method: Method) -> str:
     try:
         if cfg.deterministic:
             use_deterministic_algorithms()
-        env = make_env(cfg.task)
+        env = make_env(cfg.task) if cfg.eval_every else dataset_env(cfg.task)
         resources.append(env)
         data = method.load_data(env)
         seed_all(cfg.seed)
-        evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
-        resources.append(evaluator)
+        evaluator = None
+        if cfg.eval_every:
+            evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
+            resources.append(evaluator)
         sampler = method.make_sampler(data, device)
         agent = method.make_agent(env, device, data)
         window = MetricsWindow(device)
@@ -371,6 +375,10 @@ def train(method: Method) -> str:
                            wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
         resources.append(logger)
         print(f"run_dir: {run_dir}", flush=True)
+        if evaluator is None:
+            print(f"note: in-training evaluation is off (eval_every 0): no simulator is made and no best checkpoints "
+                  f"are kept; score the run with `python eval_lspc.py --path {run_dir}` where {cfg.task}'s "
+                  "simulator is installed", flush=True)
         _loop(method, agent, sampler, evaluator, env, logger, window, best, start_step, checkpoint_dir, resources)
     except BaseException:
         lock.close()
@@ -406,7 +414,7 @@ def _remove_created(directories: List[str]) -> None:
             break
 
 
-def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, env: gym.Env, logger: RunLogger,
+def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Evaluator], env: gym.Env, logger: RunLogger,
           window: MetricsWindow, best: Dict[str, Any], start_step: int, checkpoint_dir: str,
           resources: List[Any]) -> None:
     cfg = method.cfg
@@ -460,9 +468,10 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Evaluator, 
                 logger.log(step, window.means())
             # read the flag once: a signal landing between two reads would stop without a checkpoint
             signum = stop.signum
-            if step % cfg.eval_every == 0 or step == cfg.max_timesteps:
+            if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.max_timesteps):
                 evaluate(step)
-            elif signum is not None or time.monotonic() - saved["time"] >= checkpoint_seconds:
+            elif (signum is not None or step == cfg.max_timesteps
+                  or time.monotonic() - saved["time"] >= checkpoint_seconds):
                 with clock.timing("checkpoint"):
                     save(step, [LATEST])
             if signum is not None:

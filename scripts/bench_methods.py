@@ -39,7 +39,7 @@ from lspc import LSPCError  # noqa: E402
 from lspc.methods.baselines import ALGOS, BaselineConfig, BaselineMethod, default_hparams, default_schedule  # noqa: E402
 from lspc.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from lspc.device_emulation import VirtualCuda, active  # noqa: E402
-from lspc.envs import make_env  # noqa: E402
+from lspc.envs import dataset_env  # noqa: E402
 from lspc.training import Method, seed_all  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
 from train_lspc_iql import LSPCMethod  # noqa: E402
@@ -68,8 +68,9 @@ def method_for(name: str, task: str, dataset_path: str, device: str, batch_size:
 
 
 def build(method: Method):
-    """``method``'s env, device, seeded sampler and agent, as the training loop makes them."""
-    env = make_env(method.cfg.task)
+    """``method``'s env (its spaces and data, no simulator), device, seeded sampler and agent, as the training
+    loop makes them with evaluation off."""
+    env = dataset_env(method.cfg.task)
     data = method.load_data(env)
     seed_all(0)
     device = torch.device(method.cfg.device)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lspc.envs import make_env  # noqa: E402
+from lspc.envs import TASK_SPACES  # noqa: E402
 from lspc_iql_configs import TASK_OVERRIDES, TrainConfig  # noqa: E402
 from lspc.training import MetricsWindow  # noqa: E402
 from train_lspc_iql import LSPC, METRIC_NAMES  # noqa: E402
@@ -154,8 +154,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    env = make_env(args.task)
-    state_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    state_dim, action_dim = TASK_SPACES[args.task]  # no simulator needed
     cfg = TrainConfig(task=args.task, **TASK_OVERRIDES[args.task], compile=args.compile)
     torch.manual_seed(0)
     ours, plain = LSPC(state_dim, action_dim, 1.0, cfg, device), PlainStep(state_dim, action_dim, 1.0, cfg, device)

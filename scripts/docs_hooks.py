@@ -16,6 +16,7 @@ A page never types a number that can go stale. It holds markers, and ``render`` 
     {{ cards: media/cards }}                scripts/dataset_table.py's table of the dataset cards there
     {{ value: n_tasks }}                    a count read from the code (see ``code_values``)
     {{ default: TrainConfig.eval_every }}   a config field's default
+    {{ gpu_plan }}                          the GPU node's seconds per step (tools/gpu_node/gpu_check.py)
 
 mkdocs.yml names this file under ``hooks:``; tests/test_docs.py renders every page through ``render``.
 """
@@ -248,6 +249,15 @@ def dataset_cards(directory: str) -> str:
     return dataset_table.table([dataset_table.read_card(p) for p in paths]).rstrip("\n")
 
 
+def gpu_plan() -> str:
+    """The offline GPU node's plan: run.sh's own work and each GPU check step's budget, with the total."""
+    check = _load_script("tools/gpu_node/gpu_check.py")
+    rows = [[f"`run.sh`: {name}", seconds] for name, seconds in check.RUN_SH_S.items()]
+    rows += [[f"`{name}`", seconds] for name, seconds in check.BUDGET_S.items()]
+    rows.append(["**total**", f"**{sum(check.RUN_SH_S.values()) + sum(check.BUDGET_S.values())}**"])
+    return markdown_table(["step", "seconds on one H100 (plan)"], rows)
+
+
 def code_values() -> Dict[str, int]:
     """Counts that pages state, read from the code so that they cannot drift from it."""
     from lspc.methods.baselines import ALGOS
@@ -307,6 +317,8 @@ def render_marker(kind: str, argument: Optional[str], style: Optional[str]) -> s
         return config_default(argument)
     if kind == "include":
         return include_report(argument)
+    if kind == "gpu_plan":
+        return gpu_plan()
     raise DocsError(f"unknown marker {{{{ {kind} }}}}")
 
 

@@ -202,11 +202,12 @@ def load_config(argv: Optional[List[str]] = None) -> BaselineConfig:
 
 def validate(cfg: BaselineConfig) -> None:
     """One-line errors for values that cannot work, before anything is written."""
-    for name in ("max_timesteps", "batch_size", "eval_every", "eval_episodes", "log_every"):
+    for name in ("max_timesteps", "batch_size", "eval_episodes", "log_every"):
         if getattr(cfg, name) <= 0:
             raise LSPCError(f"{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.seed < 0:
-        raise LSPCError(f"seed must be >= 0, got {cfg.seed}")
+    for name in ("seed", "eval_every"):
+        if getattr(cfg, name) < 0:
+            raise LSPCError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not (math.isfinite(cfg.cost_limit) and cfg.cost_limit >= 0):
         raise LSPCError(f"cost_limit must be a finite number >= 0, got {cfg.cost_limit}")
     if cfg.wandb_mode not in WANDB_MODES:

@@ -65,7 +65,7 @@ def test_batch_larger_than_dataset(ballrun_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value,expected", [
-    ("eval_every", 0, "eval_every must be positive"),
+    ("eval_every", -1, "eval_every must be >= 0"),
     ("vae_clamper", -0.1, "vae_clamper must be positive"),
     ("max_latent_action", 0, "max_latent_action must be positive"),
     ("lspc_o_sampling", "greedy", "lspc_o_sampling must be one of"),

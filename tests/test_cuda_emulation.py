@@ -4,6 +4,7 @@ import collections
 import contextlib
 import glob
 import io
+import json
 import os
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 import eval_lspc
+import lspc.envs
 import train_lspc_iql
-from conftest import load_script, tiny_args
+from conftest import load_script, needs_simulator, simulator_missing, tiny_args
 from lspc.methods.baselines import BaselineMethod
 from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, active, device_of
@@ -226,6 +228,7 @@ def syncs_per_step(monkeypatch):
 
 REAL_GPU = pytest.param("real", marks=[pytest.mark.cuda,
                                         pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+REAL_GPU_AND_SIMULATOR = pytest.param("real", marks=[*REAL_GPU.marks, needs_simulator])
 
 
 def _gpu(kind, device_count=1):
@@ -233,7 +236,7 @@ def _gpu(kind, device_count=1):
     return VirtualCuda(device_count) if kind == "virtual" else contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("gpu", ["virtual", REAL_GPU])
+@pytest.mark.parametrize("gpu", ["virtual", REAL_GPU_AND_SIMULATOR])
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun_file, tmp_path, capsys,
                                                             syncs_per_step):
@@ -265,6 +268,36 @@ def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun
         _train(method, ["--resume", run_dir, "--max_timesteps", "25", "--device", "cuda"])
     assert "written on cpu" in capsys.readouterr().out
     assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == 25
+
+
+@pytest.mark.parametrize("gpu", ["virtual", REAL_GPU])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_on_a_gpu_without_a_simulator_and_evaluates_on_the_cpu(method, gpu, ballrun_file, tmp_path,
+                                                                                   capsys, monkeypatch):
+    """The offline GPU node's run: trained and resumed on the GPU with evaluation off where no simulator can
+    be made, then brought back and scored on the CPU where it can (on the node itself: loaded on the CPU)."""
+    def not_installed(suite):
+        raise ModuleNotFoundError("No module named 'bullet_safety_gym'")
+
+    with monkeypatch.context() as no_simulator:
+        no_simulator.setattr(lspc.envs, "import_suite", not_installed)
+        argv = _train_argv(method, ballrun_file, tmp_path / "logs", max_timesteps=6, eval_every=0, log_every=3,
+                           device="cuda")
+        with _gpu(gpu):
+            _train(method, argv)
+            (config,) = glob.glob(str(tmp_path / "logs" / "*" / "*" / "config.yaml"))
+            run_dir = os.path.dirname(config)
+            _train(method, ["--resume", run_dir, "--max_timesteps", "9"])
+    assert capsys.readouterr().out.count("in-training evaluation is off") == 2
+    assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == 9
+    if simulator_missing():  # the GPU node: the run goes back to be scored elsewhere
+        return
+    eval_lspc.main(["--path", run_dir, "--eval_episodes", "2", "--no_figures", "--device", "cpu"])
+    with open(os.path.join(run_dir, "eval", "results.json")) as f:
+        results = json.load(f)
+    assert results["episodes"] == 2 and results["step"] == 9 and 10.0 in results["thresholds"]
+    for policy in results["policies"].values():
+        assert np.isfinite(policy["thresholds"]["10"]["normalized_reward"])
 
 
 # -- host syncs per training step --------------------------------------------------------------------

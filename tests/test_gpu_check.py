@@ -1,4 +1,5 @@
-"""scripts/gpu_check.sh, the GPU day's one command, run as a dry run on the CPU so that it cannot rot."""
+"""tools/gpu_node/gpu_check.sh, the GPU day's one command, run as a dry run on the CPU with the simulator, so that
+it cannot rot (`make gpu-rehearsal` runs it without one, the GPU node's way, through gpu_bundle/run.sh)."""
 import json
 import os
 import subprocess
@@ -8,12 +9,13 @@ from conftest import ROOT
 
 def test_gpu_check_dry_run_on_the_cpu_writes_a_complete_report(tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([os.path.join(ROOT, "scripts", "gpu_check.sh"), "--cpu", "--out", str(out)],
+    result = subprocess.run([os.path.join(ROOT, "tools", "gpu_node", "gpu_check.sh"), "--cpu", "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     steps = report["steps"]
-    assert list(steps) == ["cuda_tests", "collect", "bench_train", "bench_methods", "determinism", "lspc_run"]
+    assert list(steps) == ["collect", "cuda_tests", "bench_train", "bench_methods", "determinism", "lspc_run"]
+    assert report["skipped"] == {}  # the simulator is here: nothing is left out
     assert all(step["ok"] for step in steps.values()), steps
     assert "deselected" in steps["cuda_tests"]["summary"]  # no GPU here: the CUDA-marked tests are left out
     assert steps["bench_train"]["runs"]["eager"]["ours_it_per_s"] > 0

@@ -165,3 +165,25 @@ def test_a_seeded_safety_gymnasium_reset_does_not_depend_on_earlier_episodes():
     np.testing.assert_array_equal(episode(fresh, 5), first)
     assert not np.array_equal(episode(fresh, 7)[:100], first[:100])  # another seed, another start
     fresh.close()
+
+
+def _installed(task: str) -> bool:
+    suite = envs.check_task(task)
+    return suite == "bullet" or importlib.util.find_spec("metadrive" if suite == "metadrive" else "safety_gymnasium")
+
+
+@pytest.mark.parametrize("task", [pytest.param(task, marks=pytest.mark.skipif(not _installed(task), reason="suite not installed"))
+                                  for task in envs.ALL_TASKS])
+def test_the_spaces_table_is_what_each_simulator_makes(task):
+    """What training without a simulator reads (lspc.envs.dataset_env) is what the task's env has."""
+    real, table = envs.make_env(task), envs.dataset_env(task)  # never reset: MetaDrive starts its engine there
+    try:
+        assert table.observation_space.shape == real.observation_space.shape
+        assert table.action_space.shape == real.action_space.shape
+        assert (table.action_space.low == real.action_space.low).all()
+        assert (table.action_space.high == real.action_space.high).all()
+        assert table.spec.max_episode_steps == real.spec.max_episode_steps
+        for name in ("dataset_url", "max_episode_reward", "min_episode_reward", "max_episode_cost"):
+            assert getattr(table, name) == getattr(real.unwrapped, name)
+    finally:
+        real.close()

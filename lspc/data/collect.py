@@ -388,10 +388,16 @@ def write_dsrl_hdf5(path: str, data: Dict[str, np.ndarray], attrs: Dict[str, obj
         for name, value in {**attrs, **{k: v for k, v in data.items() if k not in DSRL_KEYS}}.items():
             f.attrs[name] = value
         f.attrs["versions"] = ", ".join(
-            f"{pkg}=={importlib.metadata.version(pkg)}"
-            for pkg in ("dsrl", "bullet-safety-gym", "gymnasium", "numpy", *packages)
-        )
+            f"{pkg}=={_version(pkg)}" for pkg in ("dsrl", "bullet-safety-gym", "gymnasium", "numpy", *packages))
     atomic_write_bytes(path, lambda out: out.write(buffer.getvalue()))
+
+
+def _version(package: str) -> str:
+    """The installed version; a file rewritten where the simulator is missing says so."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def episode_returns(data: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
-"""The CUDA path on a real GPU, in one command with one report (run it through scripts/gpu_check.sh).
+"""The CUDA path on a real GPU, in one command with one report. On an offline GPU node it runs through
+``gpu_bundle/run.sh`` (docs/gpu.md); where the project's .venv is installed, through gpu_check.sh:
 
-    scripts/gpu_check.sh [--out DIR] [--cpu]
+    tools/gpu_node/gpu_check.sh [--out DIR] [--cpu] [--dataset FILE]
 
 1. the test suite's CUDA-marked tests (``pytest -m cuda``) on the GPU;
 2. ``bench_train.py --device cuda``, eager and with ``--compile`` (iterations/s, the ratio to the
@@ -8,17 +9,25 @@
 3. ``bench_methods.py --device cuda``: all ten methods at their default batch sizes, step times,
    host syncs per step (CUDA's sync debug mode) before and after a checkpoint, peak GPU memory;
 4. bit-exactness: each method trained twice from the same seed, with and without ``--deterministic``;
-5. a real LSPC run of 20,000 steps with evaluations on a freshly collected BallRun file, SIGKILLed
-   after its first checkpoint and resumed, then evaluated on the CPU by ``eval_lspc.py``.
+5. a real LSPC run of 20,000 steps on a BallRun file, SIGKILLed after its first checkpoint and resumed,
+   then evaluated on the CPU by ``eval_lspc.py``.
+
+The BallRun file is collected from the simulator, or given with ``--dataset``. Where the simulator is
+not installed (the GPU node), what needs it is skipped and the report says so: the file must be given,
+the CUDA tests that evaluate are skipped, the LSPC run trains with evaluation off (``--eval_every 0``)
+and is evaluated after it comes back, on a machine with the simulator.
 
 Writes ``report.json`` and ``report.md`` into DIR (default ``gpu_check/``), each step's log beside
-them, and exits 1 if a step failed. ``--cpu`` runs the same steps on the CPU at toy sizes (the
-tests do, so the script cannot rot); its numbers mean nothing. Under 8 minutes on one H100.
+them, and exits 1 if a step failed. Each step has a budget of seconds (``BUDGET_S``, under 8 minutes
+in all on one H100, the bundle's install included); a step past its budget is stopped and reported as
+failed, and the next one runs. ``--cpu`` runs the same steps on the CPU at toy sizes (the tests do, so
+the script cannot rot); its numbers mean nothing.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import json
 import os
 import signal
@@ -27,9 +36,15 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts")]  # lspc, and bench_methods beside this script
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts")]  # lspc, and the benchmark scripts
 TASK = "OfflineBallRun-v0"
+
+# Seconds each step may take on the GPU: with run.sh's own work (RUN_SH_S), the plan that keeps the node's
+# one command under 8 minutes on one H100. Collecting data is not budgeted: the node has no simulator and
+# uses the bundle's file. --cpu runs have no budget: toy sizes on a shared CPU.
+BUDGET_S = {"cuda_tests": 90, "bench_train": 100, "bench_methods": 60, "determinism": 60, "lspc_run": 110}
+RUN_SH_S = {"wheel install": 20, "archives": 5}
 
 # (GPU, --cpu) sizes of each step
 SIZES = {
@@ -39,36 +54,70 @@ SIZES = {
                       ["--steps", "1", "--warmup", "0", "--sync_steps", "1", "--batch_size", "64",
                        "--hparam", "cdt.augment_percent=0"]),
     "determinism_steps": (30, 2),
-    "lspc_run": (["--max_timesteps", "20000", "--eval_every", "5000", "--eval_episodes", "5"],
-                 ["--max_timesteps", "600", "--eval_every", "150", "--eval_episodes", "1", "--hidden_dim", "32",
-                  "--batch_size", "64", "--latent_dim", "8", "--log_every", "50"]),
+    "lspc_run": (["--max_timesteps", "20000"],
+                 ["--max_timesteps", "600", "--hidden_dim", "32", "--batch_size", "64", "--latent_dim", "8",
+                  "--log_every", "50"]),
+    # with the simulator: evaluations during the run; without it: none, and time-based checkpoints to kill after
+    "lspc_eval": (["--eval_every", "5000", "--eval_episodes", "5"], ["--eval_every", "150", "--eval_episodes", "1"]),
+    "lspc_no_eval": (["--eval_every", "0", "--checkpoint_every_minutes", "0.2"],
+                     ["--eval_every", "0", "--checkpoint_every_minutes", "0.01"]),
 }
+
+
+def simulator_missing() -> str:
+    """Why BallRun cannot be simulated here ('' where Bullet Safety Gym is installed)."""
+    try:
+        import bullet_safety_gym  # noqa: F401
+    except ImportError as err:
+        return f"no simulator on this machine ({err})"
+    return ""
+
+
+class StepTimeout(Exception):
+    pass
 
 
 class Report:
     def __init__(self, out: str, cpu: bool) -> None:
         self.out, self.cpu = out, cpu
         self.steps: Dict[str, Dict[str, Any]] = {}
+        self.skipped: Dict[str, str] = {}  # what was not run, and why
 
     def size(self, name: str) -> Any:
         return SIZES[name][1 if self.cpu else 0]
 
     def step(self, name: str, fn: Callable[[], Dict[str, Any]]) -> None:
-        """Run one step; a failure is recorded and the next steps still run."""
+        """Run one step within its budget; a failure is recorded and the next steps still run."""
+        budget = None if self.cpu else BUDGET_S.get(name)
+
+        def over_budget(signum, frame):
+            raise StepTimeout(f"stopped after its budget of {budget} s")
+
+        previous = signal.signal(signal.SIGALRM, over_budget)
+        signal.alarm(budget or 0)  # a subprocess running when it fires is killed by subprocess.run
         start = time.perf_counter()
         try:
             result = {"ok": True, **fn()}
         except Exception as err:  # noqa: BLE001 (the report says what broke, then the rest runs)
             result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        result["budget_s"] = budget
         result["seconds"] = round(time.perf_counter() - start, 1)
         self.steps[name] = result
         print(f"gpu_check: {name}: {'ok' if result['ok'] else 'FAILED: ' + result['error']} "
               f"({result['seconds']} s)", flush=True)
         self.write()
 
-    def run(self, name: str, cmd: List[str], timeout: float = 600, check: bool = True) -> str:
+    def skip(self, name: str, why: str) -> None:
+        self.skipped[name] = why
+        print(f"gpu_check: {name}: skipped ({why})", flush=True)
+        self.write()
+
+    def run(self, name: str, cmd: List[str], check: bool = True, env: Optional[Dict[str, str]] = None) -> str:
         """Run ``cmd`` (stdout and stderr into <out>/<name>.log); returns its stdout."""
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=None if env is None else {**os.environ, **env})
         with open(os.path.join(self.out, f"{name}.log"), "a") as log:
             log.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
         if check and proc.returncode != 0:
@@ -81,7 +130,8 @@ class Report:
         import torch
 
         device = "cpu (--cpu dry run)" if self.cpu else torch.cuda.get_device_name(0)
-        report = {"device": device, "torch": torch.__version__, "steps": self.steps}
+        report = {"device": device, "torch": torch.__version__, "python": sys.version.split()[0],
+                  "steps": self.steps, "skipped": self.skipped}
         with open(os.path.join(self.out, "report.json"), "w") as f:
             json.dump(report, f, indent=1)
         with open(os.path.join(self.out, "report.md"), "w") as f:
@@ -90,9 +140,13 @@ class Report:
 
 def markdown(report: Dict[str, Any]) -> str:
     steps = report["steps"]
-    lines = [f"# GPU check: {report['device']}, torch {report['torch']}", "",
-             "| step | result | seconds |", "|---|---|---|"]
-    lines += [f"| {name} | {'ok' if s['ok'] else 'FAILED: ' + s['error']} | {s['seconds']} |" for name, s in steps.items()]
+    lines = [f"# GPU check: {report['device']}, torch {report['torch']}, Python {report['python']}", "",
+             "| step | result | seconds | budget (s) |", "|---|---|---|---|"]
+    lines += [f"| {name} | {'ok' if s['ok'] else 'FAILED: ' + s['error']} | {s['seconds']} | {s['budget_s'] or '-'} |"
+              for name, s in steps.items()]
+    if report["skipped"]:
+        lines += ["", "| skipped | why |", "|---|---|"]
+        lines += [f"| {name} | {why} |" for name, why in report["skipped"].items()]
     if steps.get("bench_train", {}).get("ok"):
         lines += ["", "| bench_train | ours it/s | plain it/s | ratio | peak GPU MB |", "|---|---|---|---|---|"]
         for mode, row in steps["bench_train"]["runs"].items():
@@ -111,19 +165,24 @@ def markdown(report: Dict[str, Any]) -> str:
     run = steps.get("lspc_run", {})
     if run.get("ok"):
         lines += ["", f"LSPC run: killed at step {run['killed_at_step']}, resumed to step {run['final_step']}; "
-                      f"train {run['train_seconds']} s + resume {run['resume_seconds']} s; peak GPU memory "
-                      f"{run['peak_gpu_memory_mb']} MB; evaluated on the CPU: {run['cpu_eval']}"]
+                      f"train {run['train_seconds']} s + resume {run['resume_seconds']} s "
+                      f"({run['steps_per_s']} steps/s after the resume); peak GPU memory {run['peak_gpu_memory_mb']} MB; "
+                      f"evaluated on the CPU: {run.get('cpu_eval', 'later, where the simulator is installed')}"]
     return "\n".join(lines) + "\n"
 
 
-def cuda_tests(report: Report) -> Dict[str, Any]:
-    out = report.run("cuda_tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                                    "tests"], check=False)
+def cuda_tests(report: Report, dataset: str) -> Dict[str, Any]:
+    """Without the simulator the tests' BallRun data comes from ``dataset``, and tests that evaluate skip."""
+    out = report.run("cuda_tests", [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
+                                    "tests"], check=False, env={"LSPC_TEST_BALLRUN": dataset})
     summary = [line for line in out.splitlines() if " passed" in line or " failed" in line or " skipped" in line
                or " deselected" in line]
     if not summary or " failed" in summary[-1] or " error" in summary[-1]:
         raise RuntimeError(summary[-1] if summary else "pytest printed no summary")
-    return {"summary": summary[-1]}
+    # pytest -rs: "SKIPPED [n] tests/file.py:line: reason"
+    skipped = [f"{m.group(2)} ({m.group(1)} tests): {m.group(3)}"
+               for m in re.finditer(r"^SKIPPED \[(\d+)\] (\S+?):\d+: (.*)$", out, re.MULTILINE)]
+    return {"summary": summary[-1], "skipped": skipped}
 
 
 def collect(report: Report, path: str) -> Dict[str, Any]:
@@ -179,7 +238,7 @@ def determinism(report: Report, device: str, dataset: str) -> Dict[str, Any]:
             row[mode] = "yes" if digests[0] == digests[1] else "no"
         results[name] = row
     with open(os.path.join(report.out, "determinism.csv"), "w") as f:
-        f.write(f"# command: scripts/gpu_check.sh{' --cpu' if report.cpu else ''} (its determinism step; "
+        f.write(f"# command: tools/gpu_node/gpu_check.sh{' --cpu' if report.cpu else ''} (its determinism step; "
                 f"this file is gpu_check/determinism.csv)\n# what: each method trained twice from seed 0 for "
                 f"{report.size('determinism_steps')} steps on {device}, parameters and optimizer states compared bit "
                 "for bit\nmethod,bit-exact,bit-exact with --deterministic\n")
@@ -210,14 +269,15 @@ def state_digest(state: Any) -> str:
 
 
 def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
-    """Train, SIGKILL after the first checkpoint, resume to the end, evaluate on the CPU."""
+    """Train, SIGKILL after the first checkpoint, resume to the end, evaluate on the CPU (where the
+    simulator is installed: else the run directory goes back for that)."""
     from lspc.checkpoint import load_checkpoint
 
     logdir = os.path.join(report.out, "runs")
     run_dir = os.path.join(logdir, "gpu-check", "lspc")
     train = [sys.executable, "train_lspc_iql.py", "--task", TASK, "--dataset_path", dataset, "--device", device,
              "--logdir", logdir, "--group", "gpu-check", "--name", "lspc", "--wandb_mode", "disabled",
-             *report.size("lspc_run")]
+             *report.size("lspc_run"), *report.size("lspc_no_eval" if simulator_missing() else "lspc_eval")]
     latest = os.path.join(run_dir, "checkpoint", "model.pt")
     start = time.perf_counter()
     with open(os.path.join(report.out, "lspc_run.log"), "a") as log:
@@ -240,6 +300,15 @@ def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     peak = max((row.get("gpu/peak_memory_mb", 0.0) for row in rows), default=0.0)
+    rates = [row["time/train_steps_per_s"] for row in rows if "time/train_steps_per_s" in row]
+    result = {"run_dir": os.path.relpath(run_dir, report.out), "killed_at_step": killed_at,
+              "final_step": int(final["step"]), "train_seconds": round(train_seconds, 1),
+              "resume_seconds": round(resume_seconds, 1), "steps_per_s": round(rates[-1], 1) if rates else None,
+              "peak_gpu_memory_mb": round(peak, 1)}
+    if simulator_missing():
+        report.skip("lspc_eval", f"{simulator_missing()}: evaluate the returned run on the CPU where it is installed "
+                                 "(docs/gpu.md)")
+        return result
     report.run("lspc_eval", [sys.executable, "eval_lspc.py", "--path", run_dir, "--device", "cpu", "--eval_episodes",
                              "2", "--no_figures"])
     with open(os.path.join(run_dir, "eval", "results.json")) as f:
@@ -247,26 +316,36 @@ def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     scores = {name: {k: round(v, 3) for k, v in policy["thresholds"][min(policy["thresholds"], key=float)].items()
                      if k in ("normalized_reward", "normalized_cost")}
               for name, policy in results["policies"].items()}
-    return {"killed_at_step": killed_at, "final_step": int(final["step"]), "train_seconds": round(train_seconds, 1),
-            "resume_seconds": round(resume_seconds, 1), "peak_gpu_memory_mb": round(peak, 1), "cpu_eval": scores}
+    return {**result, "cpu_eval": scores}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_check", help="the report's directory (default: gpu_check/)")
     parser.add_argument("--cpu", action="store_true", help="a dry run on the CPU at toy sizes (the tests' check)")
+    parser.add_argument("--dataset", help="a BallRun hdf5 file to train on instead of collecting one (needed where "
+                                          "the simulator is not installed)")
     args = parser.parse_args(argv)
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
         print("error: no CUDA device is visible; run with --cpu for a dry run", file=sys.stderr)
         return 2
+    if args.dataset is None and simulator_missing():
+        print(f"error: {simulator_missing()} to collect BallRun data with; pass --dataset FILE", file=sys.stderr)
+        return 2
+    if args.dataset is not None and not os.path.isfile(args.dataset):
+        print(f"error: --dataset {args.dataset} does not exist", file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     device = "cpu" if args.cpu else "cuda"
     report = Report(os.path.abspath(args.out), args.cpu)
-    dataset = os.path.join(report.out, "ballrun.hdf5")
-    report.step("cuda_tests", lambda: cuda_tests(report))
-    report.step("collect", lambda: collect(report, dataset))
+    dataset = os.path.abspath(args.dataset or os.path.join(report.out, "ballrun.hdf5"))
+    if args.dataset is None:
+        report.step("collect", lambda: collect(report, dataset))
+    else:
+        report.skip("collect", f"the dataset was given: {args.dataset}")
+    report.step("cuda_tests", lambda: cuda_tests(report, dataset))
     report.step("bench_train", lambda: bench_train(report, device))
     report.step("bench_methods", lambda: bench_methods(report, device, dataset))
     report.step("determinism", lambda: determinism(report, device, dataset))
