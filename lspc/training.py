@@ -436,6 +436,13 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
                                            f"training stopped, {kept}") from None
         saved.update(step=step, time=time.monotonic())
 
+    def resource_entries(step: int) -> Dict[str, float]:
+        """Throughput and time shares since the last call, and the GPU's peak memory."""
+        entries = clock.entries(step)
+        if agent.device.type == "cuda":  # the allocator's own count: no wait for the device
+            entries["gpu/peak_memory_mb"] = torch.cuda.max_memory_allocated(agent.device) / 2**20
+        return entries
+
     def evaluate(step: int) -> None:
         window.check_finite()  # never evaluate or save a diverged model
         with clock.timing("eval"):
@@ -445,9 +452,7 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
             entries = {}
             for key, (prefix, _) in method.policies.items():
                 entries.update(eval_entries(prefix, scores[key]))  # the authors' release's names
-            if agent.device.type == "cuda":  # the allocator's own count: no wait for the device
-                entries["gpu/peak_memory_mb"] = torch.cuda.max_memory_allocated(agent.device) / 2**20
-            logger.log(step, {**entries, **clock.entries(step)})
+            logger.log(step, {**entries, **resource_entries(step)})
             bar.set_postfix({f"{key or 'eval'}_{m}": round(scores[key][f"normalized_{m}"], 3)
                              for key in method.policies for m in ("reward", "cost")})
             improved = [key for key in method.policies if better_than(scores[key], best[key])]
@@ -464,8 +469,8 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
         for step in range(start_step + 1, cfg.max_timesteps + 1):
             window.add(agent.train(sampler.sample(cfg.batch_size)), step)
             bar.update(1)
-            if step % cfg.log_every == 0:
-                logger.log(step, window.means())
+            if step % cfg.log_every == 0:  # with no evaluations, the log points carry the throughput
+                logger.log(step, {**window.means(), **(resource_entries(step) if evaluator is None else {})})
             # read the flag once: a signal landing between two reads would stop without a checkpoint
             signum = stop.signum
             if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.max_timesteps):

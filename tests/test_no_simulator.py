@@ -14,6 +14,7 @@ from conftest import ROOT, load_script, tiny_args
 from lspc import LSPCError
 from lspc.checkpoint import load_checkpoint
 from lspc.envs import dataset_env
+from lspc.run_logger import read_metrics
 
 train_baseline = load_script("train_baseline")
 NO_SIMULATOR = os.path.join(ROOT, "tests", "no_simulator")  # a sitecustomize that hides every simulator
@@ -58,6 +59,9 @@ def test_evaluation_off_trains_the_same_run_without_a_simulator(ballrun_file, tm
     off = latest(tmp_path / "off")
     assert off["step"] == 20  # the last step is checkpointed, though not evaluated
     assert sorted(os.listdir(os.path.join(run_dir(tmp_path / "off"), "checkpoint"))) == ["model.pt"]
+    rows = read_metrics(run_dir(tmp_path / "off"))
+    assert [row["step"] for row in rows] == [5, 10, 15, 20]  # the log points carry the throughput instead
+    assert all(row["time/train_steps_per_s"] > 0 and not any(k.startswith("eval") for k in row) for row in rows)
     monkeypatch.undo()  # the simulator is back: the same run with evaluations
     train_lspc_iql.main(tiny_args(ballrun_file, tmp_path / "on", max_timesteps=20, eval_every=10))
     assert "in-training evaluation is off" not in capsys.readouterr().out

@@ -326,6 +326,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--dataset", help="a BallRun hdf5 file to train on instead of collecting one (needed where "
                                           "the simulator is not installed)")
     args = parser.parse_args(argv)
+    if args.cpu:  # toy networks on a shared CPU: more threads only contend (here and in every step's process)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
