@@ -85,8 +85,8 @@ class TrainConfig:
     batch_size: int = 1024
     """transitions per gradient step"""
     eval_every: int = 20_000
-    """steps between evaluations (each also writes checkpoints); the last step is always evaluated. 0: no
-    evaluation during training, so no simulator is needed; score the run afterwards with eval_lspc.py"""
+    """steps between evaluations (each also writes checkpoints); the last step is always evaluated; 0 turns
+    evaluation during training off, so no simulator is needed (score the run afterwards with eval_lspc.py)"""
     eval_episodes: int = 10
     """episodes per evaluation during training"""
     log_every: int = 1_000

@@ -262,8 +262,10 @@ def code_values() -> Dict[str, int]:
     """Counts that pages state, read from the code so that they cannot drift from it."""
     from lspc.methods.baselines import ALGOS
     from lspc.envs import ALL_TASKS, SUITES
+    bundle = _load_script("tools/gpu_node/bundle.py")
     return {"n_tasks": len(ALL_TASKS), **{f"n_{suite}": len(tasks) for suite, tasks in SUITES.items()},
-            "n_baselines": len(ALGOS), "n_methods": len(ALGOS) + 1}
+            "n_baselines": len(ALGOS), "n_methods": len(ALGOS) + 1, "gpu_node_carry_mib": bundle.NODE_CARRY_MIB,
+            "gpu_bundle_limit_mib": bundle.LIMIT_MIB, "gpu_return_file_mib": bundle.RETURN_FILE_MIB}
 
 
 # ---------------------------------------------------------------- the hook

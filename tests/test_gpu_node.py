@@ -147,6 +147,11 @@ def test_run_sh_on_a_machine_without_cuda_points_to_the_cpu_dry_run(node_copy, t
     assert code == 2 and err == ["usage: bash gpu_bundle/run.sh OUT [--cpu]"]
 
 
+def test_run_sh_checks_the_returned_files_against_the_bundle_tools_limit():
+    with open(os.path.join(ROOT, "tools", "gpu_node", "run.sh")) as f:
+        assert f"-ge $(({bundle.RETURN_FILE_MIB} * 1024 * 1024))" in f.read()
+
+
 def test_the_node_list_has_the_nodes_packages_and_none_of_ours():
     """98 packages, torch and numpy among them, and nothing the bundle must carry."""
     node = bundle.node_packages()

@@ -142,8 +142,8 @@ class BaselineConfig:
     batch_size: int = OSRL_SCHEDULE["batch_size"]
     """samples per gradient step; default per method as max_timesteps"""
     eval_every: int = OSRL_SCHEDULE["eval_every"]
-    """steps between evaluations (each also writes checkpoints); the last step is always evaluated. 0: no
-    evaluation during training, so no simulator is needed; score the run afterwards with eval_lspc.py"""
+    """steps between evaluations (each also writes checkpoints); the last step is always evaluated; 0 turns
+    evaluation during training off, so no simulator is needed (score the run afterwards with eval_lspc.py)"""
     eval_episodes: int = OSRL_SCHEDULE["eval_episodes"]
     """episodes per evaluation during training"""
     log_every: int = 1_000

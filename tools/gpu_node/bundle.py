@@ -32,7 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
-LIMIT_MIB = 60  # the node takes 64 MiB with the repository's tracked files (about 3 MiB)
+NODE_CARRY_MIB = 64  # what the GPU node takes beside its command, the repository's tracked files included
+LIMIT_MIB = 60  # the bundle's share: the tracked files are about 3 MiB
+RETURN_FILE_MIB = 16  # the most a file that comes back from the node may hold (run.sh checks its files)
 TASK = "OfflineBallRun-v0"
 # manylinux x86-64 up to glibc 2.28 (the node's is newer); pip's legacy names are aliases of these
 MAX_GLIBC_MINOR = 28

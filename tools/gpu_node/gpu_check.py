@@ -281,16 +281,18 @@ def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     latest = os.path.join(run_dir, "checkpoint", "model.pt")
     start = time.perf_counter()
     with open(os.path.join(report.out, "lspc_run.log"), "a") as log:
-        proc = subprocess.Popen(train, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        while not os.path.exists(latest):
-            if proc.poll() is not None:
-                raise RuntimeError(f"training exited with {proc.returncode} before its first checkpoint")
-            time.sleep(0.2)
-        time.sleep(0.5)  # into the next stretch of steps
-        if proc.poll() is not None:
-            raise RuntimeError("training ended before it could be killed: give it more steps after its first checkpoint")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        with subprocess.Popen(train, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) as proc:
+            try:
+                while not os.path.exists(latest):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"training exited with {proc.returncode} before its first checkpoint")
+                    time.sleep(0.2)
+                time.sleep(0.5)  # into the next stretch of steps
+                if proc.poll() is not None:
+                    raise RuntimeError("training ended before it could be killed: give it more steps after its "
+                                       "first checkpoint")
+            finally:  # the planned SIGKILL, or the step's budget ran out meanwhile
+                proc.kill()
     train_seconds = time.perf_counter() - start
     killed_at = int(load_checkpoint(latest)["step"])
     start = time.perf_counter()

@@ -59,7 +59,7 @@ if [ -d "$WORK/check/runs/gpu-check/lspc" ]; then
 fi
 tar -czf "$OUT/logs.tar.gz" -C "$WORK/check" --exclude ./runs .
 for file in "$OUT"/*; do
-    if [ "$(stat -c %s "$file")" -ge $((16 * 1024 * 1024)) ]; then
+    if [ "$(stat -c %s "$file")" -ge $((16 * 1024 * 1024)) ]; then  # bundle.py's RETURN_FILE_MIB
         echo "error: $file is 16 MiB or more, over what comes back from the node" >&2
         status=1
     fi
