@@ -156,6 +156,19 @@ def test_transfer_evaluates_a_plugin_run(example_run):
     assert list(result["policies"]) == ["td3bc-lag"] and result["trained_task"] == TASK
 
 
+def test_make_table_reads_whether_a_plugin_trains_per_threshold(tmp_path, capsys):
+    for kappa in (10, 20, 40):  # as eval_lspc.py writes a per-threshold plugin's results
+        run = tmp_path / f"cost-{kappa}" / RUN_NAME
+        (run / "eval").mkdir(parents=True)
+        (run / "eval" / "results.json").write_text(json.dumps({
+            "task": TASK, "run": str(run), "train_seed": 0, "algo": EXAMPLE, "per_threshold": True,
+            "policies": {"td3bc-lag": {"thresholds": {str(kappa): {"normalized_reward": 0.5, "normalized_cost": 0.5}}}}}))
+    table = load_script("make_table").write_table([str(tmp_path)], str(tmp_path / "table"))
+    assert table.splitlines()[-1] == ("Each cell: mean over 1 seed × the thresholds κ (bullet: 10, 20, 40). TD3BC-LAG: "
+                                      "trained once per threshold and scored at that κ only (BC-Safe on the "
+                                      "trajectories with cost return <= κ; the others with κ as their cost limit).")
+
+
 @pytest.mark.parametrize("algo, expected", [
     ("examples.nope:TD3BCLag", "--algo examples.nope:TD3BCLag: cannot import examples.nope (No module named "
                                "'examples.nope'); put its directory on PYTHONPATH"),
