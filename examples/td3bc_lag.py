@@ -113,7 +113,7 @@ class TD3BCLagAgent(Agent):
         r, c, not_done = batch["rewards"] * h.reward_scale, batch["costs"], 1.0 - batch["dones"]
         with torch.no_grad():  # TD3's target policy smoothing: clipped noise on the target actor's action
             noise = torch.randn(a.shape, generator=self.generator, device=self.device) * h.policy_noise
-            a_next = self.actor_target(s_next) * self.max_action + noise.clamp(-h.noise_clip, h.noise_clip) * self.max_action
+            a_next = (self.actor_target(s_next) + noise.clamp(-h.noise_clip, h.noise_clip)) * self.max_action
             a_next = a_next.clamp(-self.max_action, self.max_action)
             q_target = r + h.gamma * not_done * self.critic_target(s_next, a_next).min(dim=0).values
             qc_target = c + h.gamma * not_done * self.cost_critic_target(s_next, a_next).max(dim=0).values
