@@ -157,6 +157,19 @@ def test_transfer_evaluates_a_plugin_run(example_run):
     assert list(result["policies"]) == ["td3bc-lag"] and result["trained_task"] == TASK
 
 
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_a_sweep_plans_one_run_per_threshold_named_after_the_plugin(executor, tmp_path, capsys):
+    load_script("sweep").main(["--executor", executor, "--dry_run", "--tasks", TASK, "--seeds", "0", "--methods",
+                               EXAMPLE, "--logdir", str(tmp_path), "--method_extra", f"{EXAMPLE}=--hidden_dim 32"])
+    lines = capsys.readouterr().out.splitlines()
+    train_lines = [line for line in lines if "train_baseline.py" in line]
+    assert len(train_lines) == 3 and all(f"--algo {EXAMPLE} " in line and "--hidden_dim 32" in line and
+                                         line.endswith(f"--name {RUN_NAME}") for line in train_lines)
+    for kappa in (10, 20, 40):
+        assert f"# {TASK} {EXAMPLE} seed 0 κ={kappa}: train ({tmp_path}/{TASK}-cost-{kappa}/{RUN_NAME})" in lines
+    assert sum("eval_lspc.py" in line for line in lines) == 3
+
+
 def test_make_table_reads_whether_a_plugin_trains_per_threshold(tmp_path, capsys):
     for kappa in (10, 20, 40):  # as eval_lspc.py writes a per-threshold plugin's results
         run = tmp_path / f"cost-{kappa}" / RUN_NAME
