@@ -24,7 +24,9 @@ BC-All, CDT and FISOR are scored at every threshold of the suite like LSPC (CDT 
 each threshold's entry records its prompt and raw returns); BC-Safe, BCQ-Lag, BEAR-Lag, CPQ,
 COptiDICE and TraC were trained against their run's cost limit, so they are scored there only and other
 --cost_limits are refused (their score at another threshold would mean nothing). LSPC's restriction
-sweeps and figures (--eps_s/--eps_o, --state_step) are refused for them.
+sweeps and figures (--eps_s/--eps_o, --state_step) are refused for them. A run of your own method
+(``--algo module:Class``, docs/add-your-method.md) is rebuilt through that import path and scored
+the same way, as its ``per_threshold`` says.
 
 --eval_task TASK (zero-shot transfer, paper appendix A.6) runs the episodes in another task whose
 observation and action spaces are the run's (e.g. the nine MetaDrive tasks, or BallRun and CarRun),
@@ -49,7 +51,7 @@ import torch
 import yaml
 
 from lspc import LSPCError
-from lspc.methods.baselines import PER_THRESHOLD, BaselineConfig, BaselineMethod, load_baseline_config
+from lspc.methods.baselines import BaselineConfig, load_baseline_config, make_method, trained_per_threshold
 from lspc.checkpoint import atomic_write_bytes, load_checkpoint
 from lspc.envs import check_task, cost_limits, make_env
 from lspc.run_logger import WANDB_MODES
@@ -95,14 +97,15 @@ class LoadedRun:
 
 
 def run_method(config_path: str) -> Method:
-    """The method a run directory's config.yaml belongs to: a baseline's has an ``algo`` key, LSPC's none."""
+    """The method a run directory's config.yaml belongs to: a baseline's or a plugin's has an ``algo`` key
+    (a plugin's its import path, so that its module rebuilds the model), LSPC's none."""
     try:
         with open(config_path, encoding="utf-8") as f:
             content = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
         raise LSPCError(f"could not read the run config {config_path}: {err}") from None
     if isinstance(content, dict) and "algo" in content:
-        return BaselineMethod(load_baseline_config(config_path))
+        return make_method(load_baseline_config(config_path))
     return LSPCMethod(load_saved_config(config_path))
 
 
@@ -188,7 +191,7 @@ def run_thresholds(run: LoadedRun, thresholds: Optional[Sequence[float]]) -> Lis
     """Where a run is scored: a method that never sees the threshold while training (LSPC, BC-All,
     CDT) at the suite's (or the given) ones; one trained against its run's cost limit at that one only."""
     cfg = run.cfg
-    if run.algo not in PER_THRESHOLD:
+    if run.algo is None or not trained_per_threshold(run.algo):
         return [float(kappa) for kappa in (thresholds or cost_limits(cfg.task))]
     if thresholds and [float(kappa) for kappa in thresholds] != [cfg.cost_limit]:
         raise LSPCError(f"{cfg.algo} was trained for cost limit {cfg.cost_limit:g}, so its score at "
@@ -271,7 +274,7 @@ def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, threshold
         results["restriction"] = {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
                                   "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling}
     else:
-        results.update(algo=run.algo, cost_limit=cfg.cost_limit)
+        results.update(algo=run.algo, cost_limit=cfg.cost_limit, per_threshold=trained_per_threshold(run.algo))
     try:
         entries: Dict[str, Dict] = {}
         for name, policy, kappas, notes in scored:

@@ -44,6 +44,10 @@ from lspc.run_logger import RunLogger, eval_entries, truncate_metrics
 
 Metric = Union[torch.Tensor, float]
 LATEST = "model.pt"
+# the fields of a method's config that this module reads
+LOOP_FIELDS = ("task", "seed", "cost_limit", "episode_len", "max_timesteps", "batch_size", "eval_every",
+               "eval_episodes", "log_every", "checkpoint_every_minutes", "logdir", "group", "name", "project",
+               "device", "deterministic", "wandb_mode", "resume")
 
 
 class NonFiniteLoss(Exception):
@@ -80,9 +84,9 @@ class Sampler(Protocol):
 
 class Method(abc.ABC):
     """A method's own part of a training run. ``cfg`` is its config dataclass; the loop reads the
-    fields every method has: task, seed, cost_limit, episode_len, the schedule (max_timesteps,
-    batch_size, eval_every, eval_episodes, log_every, checkpoint_every_minutes), logdir, group,
-    name, project, device, deterministic, wandb_mode and resume."""
+    fields every method has (``LOOP_FIELDS``): task, seed, cost_limit, episode_len, the schedule
+    (max_timesteps, batch_size, eval_every, eval_episodes, log_every, checkpoint_every_minutes),
+    logdir, group, name, project, device, deterministic, wandb_mode and resume."""
 
     label: str  # the progress bar's title
     # policy key of ``Agent.training_policies`` -> (metrics prefix, best-checkpoint file)
@@ -332,8 +336,18 @@ def use_deterministic_algorithms() -> None:
     torch.use_deterministic_algorithms(True)
 
 
+def check_loop_fields(method: Method) -> None:
+    """One line naming the ``LOOP_FIELDS`` that ``method``'s config lacks, before anything is written."""
+    missing = [name for name in LOOP_FIELDS if not hasattr(method.cfg, name)]
+    if missing:
+        raise LSPCError(f"{type(method).__name__}'s config ({type(method.cfg).__name__}) lacks the fields the "
+                        f"training loop reads: {', '.join(missing)}; keep the config the loop passes as self.cfg "
+                        "(lspc.plugin.RunConfig has them all)")
+
+
 def train(method: Method) -> str:
     """Train ``method`` as its config says; returns the run directory."""
+    check_loop_fields(method)
     cfg = method.cfg
     device = torch.device(cfg.device)
     created = _missing_dirs(run_dir_of(cfg))  # removed again if the run fails before it starts

@@ -5,9 +5,10 @@
 One row per task: per method, the normalized reward and normalized cost averaged over every
 threshold and every seed of the task, as in DSRL and the paper; then, for a suite with several
 tasks, the average over its tasks. Methods side by side in the paper's order: BC-All, BC-Safe, CDT,
-BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, FISOR, TraC, LSPC-S, LSPC-O, then the CVAE and any other. LSPC,
-BC-All, CDT and FISOR runs are scored at every threshold; BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE
-and TraC runs (one per threshold) only at their own. Every method is expected at every (seed,
+BCQ-Lag, BEAR-Lag, CPQ, COptiDICE, FISOR, TraC, LSPC-S, LSPC-O, then the CVAE and any other (your own
+methods, by their name). LSPC, BC-All, CDT and FISOR runs are scored at every threshold; BC-Safe,
+BCQ-Lag, BEAR-Lag, CPQ, COptiDICE and TraC runs (one per threshold) only at their own, and so is a
+method of yours whose results.json says ``per_threshold``. Every method is expected at every (seed,
 threshold) that any method ran at for the task: an incomplete sweep is shown as such, never ranked
 silently. A method's cell averages the cells that ran, marked (ran/expected) when some did not; a
 method with none is "missing"; the missing (method, seed, threshold) cells are listed under the
@@ -126,8 +127,11 @@ def _task_row(task: str, runs: Sequence[Dict], methods: Sequence[str]) -> Dict:
             cells[method] = (_mean([s["normalized_reward"] for s in scores]),
                              _mean([s["normalized_cost"] for s in scores]))
             seeds[method] = len(by_seed)
+    # methods trained per threshold: ours by name, a plugin's as its results.json says
+    per_threshold = sorted({m for r in runs if r.get("per_threshold") for m in r["policies"]})
     return {"task": task, "suite": check_task(task), "runs": len(runs), "seeds": seeds, "seed_count": len(seeds_all),
-            "thresholds": thresholds, "cells": cells, "cell_counts": cell_counts, "missing": missing}
+            "thresholds": thresholds, "cells": cells, "cell_counts": cell_counts, "missing": missing,
+            "per_threshold": per_threshold}
 
 
 def _average_row(suite: str, rows: Sequence[Dict], methods: Sequence[str]) -> Dict:
@@ -180,8 +184,9 @@ def _label(method: str) -> str:
 def protocol_note(rows: Sequence[Dict]) -> str:
     """How the cells were made: which methods are per threshold, how many seeds and thresholds."""
     methods = _order(m for row in rows for m in row["cells"])
-    per_kappa = [_label(m) for m in methods if m in PER_THRESHOLD]
-    per_seed = [_label(m) for m in methods if m not in PER_THRESHOLD]
+    trained_per_kappa = set(PER_THRESHOLD).union(*(row.get("per_threshold", ()) for row in rows))
+    per_kappa = [_label(m) for m in methods if m in trained_per_kappa]
+    per_seed = [_label(m) for m in methods if m not in trained_per_kappa]
     counts = sorted({row["seed_count"] for row in rows if row["seed_count"] is not None})
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     kappas = {}
@@ -189,9 +194,10 @@ def protocol_note(rows: Sequence[Dict]) -> str:
         if row["thresholds"]:
             kappas.setdefault(row["suite"], set()).update(row["thresholds"])
     note = (f"Each cell: mean over {seeds} seed{'s' if counts != [1] else ''} × the thresholds κ "
-            f"({'; '.join(f'{suite}: {_kappas(k)}' for suite, k in kappas.items())}). "
-            f"{', '.join(per_seed)}: one model per seed, scored at every threshold"
-            + (" (CDT prompted with each threshold's target return and cost)." if "cdt" in methods else "."))
+            f"({'; '.join(f'{suite}: {_kappas(k)}' for suite, k in kappas.items())}).")
+    if per_seed:
+        note += (f" {', '.join(per_seed)}: one model per seed, scored at every threshold"
+                 + (" (CDT prompted with each threshold's target return and cost)." if "cdt" in methods else "."))
     if per_kappa:
         note += (f" {', '.join(per_kappa)}: trained once per threshold and scored at that κ only"
                  " (BC-Safe on the trajectories with cost return <= κ; the others with κ as their cost limit).")

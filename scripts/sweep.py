@@ -2,7 +2,8 @@
 or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
 
     python scripts/sweep.py --executor local|slurm (--tasks T [T ...] | --suite bullet ...) \\
-        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cdt bcq-lag bear-lag cpq coptidice fisor trac] --logdir DIR \\
+        [--seeds 0 1 2] [--methods lspc bc-all bc-safe cdt bcq-lag bear-lag cpq coptidice fisor trac module:Class] \\
+        --logdir DIR \\
         [--dataset_dir DIR] [--jobs N] [--threads_per_job 1] [--max_timesteps N] [--eval_every N] \\
         [--eval_episodes N] [--extra="ARGS"] [--method_extra "METHOD=ARGS" ...] [--eval_extra="ARGS"] \\
         [--slurm_partition P] [--slurm_time_min M] [--slurm_gpus_per_job G] [--slurm_cpus_per_job C] \\
@@ -11,6 +12,10 @@ or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
 Runs: LSPC, BC-All, CDT and FISOR ignore the threshold while training: one run per (task, seed), in
 <logdir>/<task>-cost-<first threshold>/, scored at all the task's thresholds. BC-Safe, BCQ-Lag,
 BEAR-Lag, CPQ, COptiDICE and TraC: one run per (task, seed, threshold), each scored at its own threshold.
+Your own method, by its import path (``--methods my_pkg.my_method:MyMethod``, docs/add-your-method.md),
+runs through scripts/train_baseline.py, per threshold or not as its ``per_threshold`` says, in
+<task>-cost-<kappa>/<its name>-seed<seed>/; its module must be importable in the jobs (the current
+directory is added to their PYTHONPATH).
 
 One job per run: train (a finished run is not retrained; an interrupted one continues with
 --resume), then evaluate with eval_lspc.py (unless eval/results.json is newer than the
@@ -53,7 +58,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import make_table  # noqa: E402
 from lspc import LSPCError, available_cores  # noqa: E402
-from lspc.methods.baselines import ALGOS, PER_THRESHOLD  # noqa: E402
+from lspc.methods.baselines import ALGOS, method_name, plugin_class, trained_per_threshold  # noqa: E402
+from lspc.plugin import is_import_path  # noqa: E402
 from lspc.envs import SUITES, check_task, cost_limits  # noqa: E402
 
 if __name__ in sys.modules and __name__ != "__main__":  # imported: job processes could not import it by name
@@ -95,10 +101,10 @@ def plan_runs(args: argparse.Namespace) -> List[Run]:
                 ["--dataset_path", os.path.abspath(os.path.join(args.dataset_dir, f"{task}.hdf5"))])
         for method in args.methods:
             # threshold-agnostic methods: one run, filed under the task's first threshold
-            kappas = cost_limits(task) if method in PER_THRESHOLD else cost_limits(task)[:1]
+            kappas = cost_limits(task) if method != LSPC and trained_per_threshold(method) else cost_limits(task)[:1]
             script = ([os.path.join(ROOT, "train_lspc_iql.py")] if method == LSPC
                       else [BASELINE_SCRIPT, "--algo", method])
-            name = "lspc_iql" if method == LSPC else method  # the scripts' plain run names
+            name = "lspc_iql" if method == LSPC else method_name(method)  # the scripts' plain run names
             for seed in args.seeds:
                 for kappa in kappas:
                     # named explicitly: flags in --extra would otherwise enter the scripts' automatic names;
@@ -341,7 +347,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=[], help="DSRL tasks (added to those of --suite)")
     parser.add_argument("--suite", nargs="+", default=[], help=f"every task of these suites: {', '.join(SUITES)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help=f"any of {', '.join(METHODS)}, or your own by its import path module.sub:Class")
     parser.add_argument("--logdir", required=True, help="the sweep directory: runs, submitit logs, table.md/.csv")
     parser.add_argument("--dataset_dir", help="use <dataset_dir>/<task>.hdf5 as every run's --dataset_path")
     parser.add_argument("--jobs", type=int, default=None,
@@ -385,8 +392,10 @@ def check_args(args: argparse.Namespace) -> None:
         check_task(task)
     args.methods = list(dict.fromkeys(args.methods))
     for method in args.methods:
-        if method not in METHODS:
-            raise LSPCError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+        if method not in METHODS and not is_import_path(method):
+            raise LSPCError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}, or your own method's "
+                            "import path module.sub:Class")
+        plugin_class(method)  # a plugin's import, checked in one line
     if any(m != LSPC for m in args.methods) and not os.path.isfile(BASELINE_SCRIPT):
         raise LSPCError(f"the baselines need {BASELINE_SCRIPT}, which is missing")
     if any(seed < 0 for seed in args.seeds):
@@ -406,9 +415,9 @@ def check_args(args: argparse.Namespace) -> None:
         per_method: Dict[str, List[str]] = {}
         for item in args.method_extra:
             method, sep, flags = item.partition("=")
-            if not sep or method not in METHODS:
-                raise LSPCError(f"--method_extra takes METHOD=ARGS with METHOD one of {', '.join(METHODS)}, "
-                                f"got {item!r}")
+            if not sep or method not in [*METHODS, *args.methods]:
+                raise LSPCError(f"--method_extra takes METHOD=ARGS with METHOD one of {', '.join(METHODS)} or "
+                                f"an import path in --methods, got {item!r}")
             per_method.setdefault(method, []).extend(shlex.split(flags))
         args.method_extra = per_method
     except ValueError as err:
@@ -462,7 +471,8 @@ def run_all(args: argparse.Namespace, runs: Sequence[Run], folder: str, then: st
     failures: List[Tuple[Run, str]] = []
     if todo:
         # job processes unpickle this module's functions, which import lspc from the repository
-        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+        # (and the current directory: a plugin's module beside the user, as scripts/train_baseline.py finds it)
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])
         executor = make_executor(args, os.path.join(os.path.abspath(folder), "submitit"))
         try:
             failures = execute(executor, todo, args.jobs, wait=not args.no_wait,

@@ -1,6 +1,6 @@
 """Train a baseline on the same data as LSPC, into the same kind of run directory.
 
-    python scripts/train_baseline.py --algo bc-all|bc-safe|cdt|bcq-lag|bear-lag|cpq|coptidice|fisor|trac --task TASK
+    python scripts/train_baseline.py --algo bc-all|bc-safe|cdt|bcq-lag|bear-lag|cpq|coptidice|fisor|trac|module:Class --task TASK
         [--dataset_path P] [--seed S] [--cost_limit K] [--max_timesteps N] [--batch_size N]
         [--eval_every N] [--eval_episodes N] [--log_every N] [--checkpoint_every_minutes M] [--logdir D]
         [--name NAME] [--device cpu|cuda] [--wandb_mode offline|online|disabled] [--hidden_dim N]
@@ -15,6 +15,10 @@ BC-Safe, BCQ-Lag, BEAR-Lag, CPQ, COptiDICE and TraC train against ``--cost_limit
 threshold. BC-All, CDT and FISOR ignore it except for choosing the best checkpoint (and CDT's prompt
 while training); CDT's ``--prompt`` adds or replaces the (target return, target cost) it is prompted
 with at a threshold.
+
+``--algo my_pkg.my_method:MyMethod`` trains your own method (an ``lspc.plugin.Method``; see
+docs/add-your-method.md) with its defaults, through the same loop and into the same kind of run
+directory, named after its ``name``; config.yaml records the import path.
 
 ``--cost_limit`` defaults to the task's first DSRL threshold; ``--print_config`` prints the resolved
 config and exits.
@@ -43,8 +47,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lspc import LSPCError  # noqa: E402
-from lspc.methods.baselines import (ALGOS, OWN_MODULES, BaselineConfig, BaselineMethod, default_hparams,  # noqa: E402
-                            default_schedule, load_baseline_config, own_module)
+from lspc.methods.baselines import (ALGOS, OWN_MODULES, BaselineConfig, default_hparams,  # noqa: E402
+                                   default_schedule, load_baseline_config, make_method, method_name, own_module,
+                                   plugin_class)
+from lspc.plugin import build_config, is_import_path  # noqa: E402
 from lspc.methods.cdt import parse_prompts, prompt_for  # noqa: E402
 from lspc.envs import check_task  # noqa: E402
 from lspc.run_logger import WANDB_MODES  # noqa: E402
@@ -140,6 +146,9 @@ def _hparams(algo: str, task: str, hidden_dim: Optional[int], overrides: List[st
     if hidden_dim is not None:
         if hidden_dim <= 0:
             raise LSPCError(f"hidden_dim must be positive, got {hidden_dim}")
+        if not set(HIDDEN_SIZES) & set(hparams):
+            raise LSPCError(f"--hidden_dim sets {', '.join(HIDDEN_SIZES)}, and {algo} has none of them; "
+                            "use --hparam NAME=VALUE")
         for key in HIDDEN_SIZES:
             if key in hparams:  # a list of layer widths, or one int for the VAE's and CDT's
                 hparams[key] = [hidden_dim] * len(hparams[key]) if isinstance(hparams[key], list) else hidden_dim
@@ -184,16 +193,18 @@ def load_config(argv: Optional[List[str]] = None) -> BaselineConfig:
         for name in ("algo", "task"):
             if name not in given:
                 raise LSPCError(f"--{name} is required" + (f" (one of {', '.join(ALGOS)})" if name == "algo" else ""))
-        if given["algo"] not in ALGOS:
-            raise LSPCError(f"unknown algo {given['algo']!r}; expected one of {', '.join(ALGOS)}")
+        if given["algo"] not in ALGOS and not is_import_path(given["algo"]):
+            raise LSPCError(f"unknown algo {given['algo']!r}; expected one of {', '.join(ALGOS)}, or your own "
+                            "method's import path module.sub:Class")
+        plugin_class(given["algo"])  # a plugin's import, checked in one line
         check_task(given["task"])
         task_defaults = TASK_OVERRIDES[given["task"]]
         cfg = BaselineConfig(episode_len=task_defaults["episode_len"],
                              hparams=_hparams(given["algo"], given["task"], hidden_dim, overrides, prompts),
                              **{**default_schedule(given["algo"], given["task"]),
                                 "cost_limit": task_defaults["cost_limit"], **given})
-        cfg = dataclasses.replace(cfg, group=f"{cfg.task}-cost-{cfg.cost_limit:g}",
-                                  name=cfg.name or auto_name(cfg.algo, cfg.seed, _name_changes(cfg, hidden_dim)))
+        cfg = dataclasses.replace(cfg, group=f"{cfg.task}-cost-{cfg.cost_limit:g}", name=cfg.name or auto_name(
+            method_name(cfg.algo), cfg.seed, _name_changes(cfg, hidden_dim)))
     if cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     validate(cfg)
@@ -220,11 +231,14 @@ def validate(cfg: BaselineConfig) -> None:
         prompt_for(cfg.hparams, cfg.cost_limit)  # its evaluations during training are prompted for cost_limit
     if cfg.algo in OWN_MODULES:  # FISOR's and TraC's hyperparameter checks
         own_module(cfg.algo).check_config(cfg)
+    plugin = plugin_class(cfg.algo)
+    if plugin is not None:  # its config dataclass's own checks
+        build_config(plugin, cfg.hparams)
     check_device(cfg.device)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    run_training_cli(load_config, BaselineMethod, argv)
+    run_training_cli(load_config, make_method, argv)
 
 
 if __name__ == "__main__":

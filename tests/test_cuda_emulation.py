@@ -16,6 +16,7 @@ import lspc.envs
 import train_lspc_iql
 from conftest import load_script, needs_simulator, simulator_missing, tiny_args
 from lspc.methods.baselines import BaselineMethod
+from lspc.plugin import Method as PluginMethod
 from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, active, device_of
 
@@ -23,6 +24,7 @@ train_baseline = load_script("train_baseline")
 bench_methods = load_script("bench_methods")
 
 METHODS = ("lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac")
+PLUGIN = "examples.td3bc_lag:TD3BCLag"  # a method plugged in by its import path
 # small networks and batches, as the miniature sweep's
 OWN_FLAGS = {"lspc": {"latent_dim": 8}, "cdt": {"hparam": "augment_percent=0"}, "fisor": {"hparam": "critic_batch_size=32"},
              "trac": {"hparam": "bc_steps=3"}}
@@ -223,6 +225,7 @@ def syncs_per_step(monkeypatch):
 
     monkeypatch.setattr(train_lspc_iql.LSPCMethod, "make_agent", counting(train_lspc_iql.LSPCMethod.make_agent))
     monkeypatch.setattr(BaselineMethod, "make_agent", counting(BaselineMethod.make_agent))
+    monkeypatch.setattr(PluginMethod, "make_agent", counting(PluginMethod.make_agent))
     return counts
 
 
@@ -237,7 +240,7 @@ def _gpu(kind, device_count=1):
 
 
 @pytest.mark.parametrize("gpu", ["virtual", REAL_GPU_AND_SIMULATOR])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, pytest.param(PLUGIN, id="td3bc-lag")])
 def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun_file, tmp_path, capsys,
                                                             syncs_per_step):
     """Train on the GPU with checkpoints between log points, resume on the GPU, resume on the CPU, then
@@ -260,6 +263,8 @@ def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun
     # the same host syncs per step before and after a resume on the GPU
     assert len(first) == 10 and len(resumed) == 5
     assert collections.Counter(resumed) == collections.Counter(first[5:]), (first, resumed)
+    if method == PLUGIN and gpu == "virtual":  # the example's own code: none at all
+        assert set(first + resumed) == {0}, (first, resumed)
     eval_args = ["--path", run_dir, "--eval_episodes", "2", "--no_figures", "--cost_limits", "10"]
     eval_lspc.main([*eval_args, "--device", "cpu"])
     with _gpu(gpu):
@@ -271,7 +276,7 @@ def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun
 
 
 @pytest.mark.parametrize("gpu", ["virtual", REAL_GPU])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, pytest.param(PLUGIN, id="td3bc-lag")])
 def test_every_method_trains_on_a_gpu_without_a_simulator_and_evaluates_on_the_cpu(method, gpu, ballrun_file, tmp_path,
                                                                                    capsys, monkeypatch):
     """The offline GPU node's run: trained and resumed on the GPU with evaluation off where no simulator can

@@ -60,7 +60,8 @@ def chaos(cmd, run_dir, kills, rng, max_timesteps):
             assert finish(proc) == 0
 
 
-@pytest.mark.parametrize("script", ["lspc", "bcq-lag"])
+# LSPC, an osrl baseline, and a method plugged in by its import path (examples/td3bc_lag.py)
+@pytest.mark.parametrize("script", ["lspc", "bcq-lag", pytest.param("examples.td3bc_lag:TD3BCLag", id="td3bc-lag")])
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(script, ballrun_file, tmp_path):
     schedule = dict(max_timesteps=400, eval_every=100, log_every=10, eval_episodes=1, checkpoint_every_minutes=0.0005)
     if script == "lspc":

@@ -99,20 +99,39 @@ def own_module(algo: str) -> Any:
     return importlib.import_module(OWN_MODULES[algo][0])
 
 
-def default_schedule(algo: str, task: str) -> Dict[str, int]:
-    """The training schedule of ``algo`` on ``task``: OSRL's, or FISOR's and TraC's own."""
-    if algo in OWN_MODULES:
-        return own_module(algo).default_schedule(task)
-    schedule = {**OSRL_SCHEDULE, **_SCHEDULES.get(algo, {})}
+def plugin_class(algo: str) -> Optional[type]:
+    """The ``lspc.plugin.Method`` an import path ``module:Class`` names (checked), None for one of ours."""
+    from lspc import plugin  # it builds on this module
+
+    return plugin.load_method(algo) if plugin.is_import_path(algo) else None
+
+
+def osrl_schedule(task: str, **overrides: int) -> Dict[str, int]:
+    """OSRL's schedule on ``task`` with an algorithm's ``overrides``; MetaDrive's steps in every case."""
+    schedule = {**OSRL_SCHEDULE, **overrides}
     if check_task(task) == "metadrive":
         schedule["max_timesteps"] = METADRIVE_MAX_TIMESTEPS
     return schedule
 
 
+def default_schedule(algo: str, task: str) -> Dict[str, int]:
+    """The training schedule of ``algo`` on ``task``: OSRL's, FISOR's and TraC's own, or a plugin's."""
+    if algo in OWN_MODULES:
+        return own_module(algo).default_schedule(task)
+    plugin = plugin_class(algo)
+    if plugin is not None:
+        return plugin.default_schedule(task)
+    return osrl_schedule(task, **_SCHEDULES.get(algo, {}))
+
+
 def default_hparams(algo: str, task: str) -> Dict[str, Any]:
-    """The hyperparameters of ``algo``: OSRL's (CDT's per task: its prompts and augmentation), FISOR's and TraC's own."""
+    """The hyperparameters of ``algo``: OSRL's (CDT's per task: its prompts and augmentation), FISOR's and
+    TraC's own, or a plugin's ``default_config(task)``."""
     if algo in OWN_MODULES:
         return own_module(algo).default_hparams(task)
+    plugin = plugin_class(algo)
+    if plugin is not None:
+        return dataclasses.asdict(plugin.default_config(task))
     if algo == "cdt":
         return cdt_defaults(task, cost_limits(task))
     return dict(OSRL_DEFAULTS[algo])
@@ -125,7 +144,8 @@ class BaselineConfig:
     # Each field's help is the docstring under it (scripts/train_baseline.py's --help,
     # lspc_iql_configs.field_help). No colon before an "=" in them: pyrallis would take such a line for a field.
     algo: str
-    """the method, one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice, fisor, trac"""
+    """the method, one of bc-all, bc-safe, cdt, bcq-lag, bear-lag, cpq, coptidice, fisor, trac, or your own by its
+    import path module.sub:Class (docs/add-your-method.md)"""
     task: str
     """the DSRL task (scripts/list_tasks.py lists the 38)"""
     episode_len: int
@@ -443,6 +463,24 @@ def make_agent(cfg: BaselineConfig, env: gym.Env, device: torch.device,
     if cfg.algo in OWN_MODULES:
         return getattr(own_module(cfg.algo), OWN_MODULES[cfg.algo][1])(cfg, env, device, data)
     return Baseline(cfg, env, device, data)
+
+
+def method_name(algo: str) -> str:
+    """``algo``'s short name: its own, or a plugin's ``name`` (run names, results.json's policy, the table)."""
+    plugin = plugin_class(algo)
+    return algo if plugin is None else plugin.name
+
+
+def trained_per_threshold(algo: str) -> bool:
+    """Whether ``algo`` trains against its cost limit (one run per threshold, scored there only)."""
+    plugin = plugin_class(algo)
+    return algo in PER_THRESHOLD if plugin is None else plugin.per_threshold
+
+
+def make_method(cfg: BaselineConfig) -> Method:
+    """The ``Method`` of a baseline run's config: ``BaselineMethod``, or the plugin ``cfg.algo`` names."""
+    plugin = plugin_class(cfg.algo)
+    return BaselineMethod(cfg) if plugin is None else plugin(cfg)
 
 
 class BaselineMethod(Method):
