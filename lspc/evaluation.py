@@ -201,7 +201,10 @@ class Evaluator:
             # the same noise in every mode
             with torch.no_grad():
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                actions = [policy(obs_t[row], generator) for policy, row, generator in zip(policies, rows, generators)]
+                # each group's rows in a tensor of their own: a matmul's rounding may depend on where its
+                # input starts in memory, and a group must get the actions it would get alone
+                group_obs = [obs_t] if len(rows) == 1 else [obs_t[row].clone() for row in rows]
+                actions = [policy(group, generator) for policy, group, generator in zip(policies, group_obs, generators)]
                 actions = (actions[0] if len(actions) == 1 else torch.cat(actions)).cpu().numpy()
             next_obs, step_reward, step_cost, done = self.envs.step(actions, running, obs)
             for policy, row, is_episodic in zip(policies, rows, episodic):
