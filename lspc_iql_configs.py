@@ -42,6 +42,10 @@ class TrainConfig:
     """the DSRL task (scripts/list_tasks.py lists the 38); it sets the per-task defaults"""
     seed: int = 0
     """seeds the initialization, the batches, the data subsets and the evaluation episodes"""
+    seeds: Optional[List[int]] = None
+    """train these seeds in one process as one stacked model (instead of --seed): seed k writes the run
+    directory --seed k would, named <name>-seed<k> (--name is then the prefix), and follows that run up
+    to float rounding; a seed whose loss goes non-finite stops with its own error line, the others train on"""
     cost_limit: float = 10.0
     """threshold of the normalized cost, the model selection and the group name only (one LSPC model
     serves every threshold); default per task, its first DSRL threshold (10 Bullet and MetaDrive, 20 Safety-Gymnasium)"""
@@ -191,7 +195,7 @@ TASK_OVERRIDES = {task: {"cost_limit": cost_limits(task)[0], **values} for task,
 
 # Fields left out of automatic run names: bookkeeping, the threshold (already in the group name),
 # the data file's path and the schedule (a run continued with a larger max_timesteps is the same run).
-NAME_SKIPS = ("task", "seed", "cost_limit", "dataset_path", "logdir", "project", "group", "name", "device",
+NAME_SKIPS = ("task", "seed", "seeds", "cost_limit", "dataset_path", "logdir", "project", "group", "name", "device",
               "compile", "deterministic", "wandb_mode", "resume", "max_timesteps", "eval_every", "eval_episodes", "log_every",
               "checkpoint_every_minutes")
 DESCRIPTION = """Train LSPC (Koirala et al., ICLR 2025) on a DSRL task; one run serves every cost threshold.
@@ -284,9 +288,19 @@ def _parser() -> pyrallis.argparsing.ArgumentParser:
     return parser
 
 
+def _joined_seeds(argv: Sequence[str]) -> List[str]:
+    """``--seeds 0 1 2`` as pyrallis reads a list (``--seeds [0,1,2]``)."""
+    argv = list(argv)
+    for i, token in enumerate(argv):
+        if token == "--seeds":
+            end = next((j for j in range(i + 1, len(argv)) if argv[j].startswith("--")), len(argv))
+            return [*argv[:i + 1], f"[{','.join(argv[i + 1:end])}]", *argv[end:]]
+    return argv
+
+
 def _parse(argv: Sequence[str]) -> TrainConfig:
     try:
-        return _parser().parse_args(list(argv))
+        return _parser().parse_args(_joined_seeds(argv))
     except pyrallis.utils.ParsingError as err:
         raise LSPCError(str(err).splitlines()[0]) from None
 
@@ -332,12 +346,61 @@ def load_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         fixed = [name for name in explicit if name in _FIXED_ON_RESUME and getattr(parsed, name) != getattr(base, name)]
         if fixed:
             raise LSPCError(f"a resumed run cannot change {fixed}; start a new run instead")
-        cfg = replace(base, **{name: getattr(parsed, name) for name in explicit if name != "resume"}, resume=parsed.resume)
+        if base.seeds is not None:
+            _check_stacked_resume(parsed, base, explicit)
+        elif "seeds" in explicit:
+            raise LSPCError(f"--resume {parsed.resume} is a single-seed run: resume it without --seeds")
+        kept = ("resume", "seeds", "name") if base.seeds is not None else ("resume",)
+        cfg = replace(base, **{name: getattr(parsed, name) for name in explicit if name not in kept}, resume=parsed.resume)
     else:
         check_task(parsed.task)
         cfg = replace(TrainConfig(), **TASK_OVERRIDES[parsed.task])
         cfg = replace(cfg, **{name: getattr(parsed, name) for name in [*from_file, *explicit]})
+        if cfg.seeds is not None:
+            if "seed" in explicit:
+                raise LSPCError("--seeds trains several seeds in one process, --seed one: give one of them")
+            check_seeds(cfg.seeds)
+            # seed_configs names seed k <prefix>-seed<k>; --name is the prefix
+            name = None if cfg.name is None else stacked_name(cfg.name, cfg.seeds[0])
+            cfg = replace(cfg, seed=cfg.seeds[0], name=name)
     return finalize(cfg)
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    duplicates = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if duplicates:
+        raise LSPCError(f"--seeds lists seed {', '.join(map(str, duplicates))} twice; give each seed once")
+    if not seeds:
+        raise LSPCError("--seeds needs at least one seed")
+
+
+def stacked_name(prefix: str, seed: int) -> str:
+    """The run name of seed ``seed`` of a stacked run: the name its own run would have."""
+    return f"{prefix}-seed{seed}"
+
+
+def _check_stacked_resume(parsed: TrainConfig, base: TrainConfig, explicit: Sequence[str]) -> None:
+    """A stacked run resumes with its own seeds and names (from any seed's directory)."""
+    if "seed" in explicit:
+        raise LSPCError(f"--resume {parsed.resume} is a stacked run of seeds {base.seeds}: resume it without --seed")
+    if "seeds" in explicit and list(parsed.seeds) != list(base.seeds):
+        raise LSPCError(f"--resume {parsed.resume} is a stacked run of seeds {base.seeds}, not {parsed.seeds}: "
+                        "resume it with its own seeds (or leave --seeds out)")
+    prefix = base.name[:-len(stacked_name("", base.seed))]
+    if "name" in explicit and parsed.name not in (prefix, base.name):
+        raise LSPCError(f"--resume {parsed.resume} is a stacked run named {prefix}-seed<k>: resume it without --name")
+
+
+def seed_configs(cfg: TrainConfig) -> List[TrainConfig]:
+    """Each seed's config in a stacked run: the one ``--seed k`` would resolve, with the stack's seeds;
+    on resume, each seed's own run directory (a sibling of the one given)."""
+    prefix = cfg.name[:-len(stacked_name("", cfg.seed))]
+    configs = []
+    for seed in cfg.seeds:
+        name = stacked_name(prefix, seed)
+        resume = None if cfg.resume is None else os.path.join(os.path.dirname(os.path.normpath(cfg.resume)), name)
+        configs.append(replace(cfg, seed=seed, name=name, resume=resume))
+    return configs
 
 
 def finalize(cfg: TrainConfig) -> TrainConfig:
@@ -369,6 +432,16 @@ def validate(cfg: TrainConfig) -> None:
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise LSPCError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.seeds is not None:
+        if any(seed < 0 for seed in cfg.seeds):
+            raise LSPCError(f"seeds must be >= 0, got {cfg.seeds}")
+        # one copy of the data serves every seed: options that draw the data with the run's seed cannot stack
+        per_seed_data = [flag for flag, on in (("density", cfg.density < 1), ("data_ratio", cfg.data_ratio < 1),
+                                               ("noise_scale", cfg.noise_scale is not None),
+                                               ("outliers_percent", cfg.outliers_percent is not None)) if on]
+        if per_seed_data:
+            raise LSPCError(f"--{per_seed_data[0]} draws each seed's data with its seed, and --seeds trains every "
+                            "seed on one copy of the data: train these seeds one by one with --seed")
     for name in ("discount", "tau"):
         if not 0 < getattr(cfg, name) <= 1:
             raise LSPCError(f"{name} must be in (0, 1], got {getattr(cfg, name)}")

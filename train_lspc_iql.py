@@ -7,7 +7,8 @@ One file, top to bottom like the paper:
   3. the trainer: ``LSPC.train(batch) -> metrics``, one gradient step and nothing else;
   4. the two policies that come out of one run: LSPC-S (restricted latent prior) and
      LSPC-O (reward-optimized latent encoder), plus the unrestricted CVAE policy;
-  5. what the shared training loop (``lspc/training.py``: run directory, evaluation schedule,
+  5. many seeds trained as one stacked model (``--seeds``);
+  6. what the shared training loop (``lspc/training.py``: run directory, evaluation schedule,
      checkpoints, resume, faults) needs from LSPC, and ``main``.
 docs/differences.md lists where the authors' release and the paper differ and which behaviour we
 follow.
@@ -32,7 +33,7 @@ from lspc.data.dataset import TransitionBuffer, load_dataset
 from lspc.envs import action_bound
 from lspc.losses import expectile_loss
 from lspc.training import Method
-from lspc_iql_configs import TrainConfig, config_dict, load_config
+from lspc_iql_configs import TrainConfig, config_dict, load_config, seed_configs
 
 # osrl prints a notice about an optional package (used by its CDT baseline) on import
 with contextlib.redirect_stdout(open(os.devnull, "w")):
@@ -113,9 +114,10 @@ class CVAE(nn.Module):
     def decode(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self.decoder(torch.cat([state, z], dim=-1)))
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, state: torch.Tensor, action: torch.Tensor, noise: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_std = self.encode(state, action)
-        z = mean + log_std.exp() * torch.randn_like(mean)  # reparameterization
+        z = mean + log_std.exp() * noise  # reparameterization, noise ~ N(0, I)
         return self.decode(state, z), mean, log_std
 
 
@@ -130,13 +132,12 @@ class LatentSafetyEncoder(nn.Module):
         mean, log_std = self.net(state).chunk(2, dim=-1)
         return mean, log_std.clamp(*SAFETY_ENCODER_LOG_STD)
 
-    def sample(self, state: torch.Tensor, eps_o: float, generator: Optional[torch.Generator] = None,
-               deterministic: bool = False) -> torch.Tensor:
-        """z = eps_O * tanh(u), u ~ N(mean, std) (reparameterized), or u = mean when deterministic."""
+    def sample(self, state: torch.Tensor, eps_o: float, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """z = eps_O * tanh(u), u = mean + std * noise with noise ~ N(0, I) (reparameterized), or u = mean
+        when noise is None (deterministic)."""
         mean, log_std = self(state)
-        if deterministic:
+        if noise is None:
             return eps_o * torch.tanh(mean)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return eps_o * torch.tanh(mean + log_std.exp() * noise)
 
 
@@ -234,7 +235,14 @@ class LSPC:
         """Sized for ``env``'s observation and action spaces (max_action from the action bound)."""
         return cls(env.observation_space.shape[0], env.action_space.shape[0], action_bound(env, "LSPC"), cfg, device)
 
-    def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor]
+    def step_noise(self, batch_size: int, generator: Optional[torch.Generator] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The step's two N(0, I) draws: the CVAE's reparameterization noise of (5), then the latent
+        safety encoder's of (6), in the order the step uses them (from the global generator by default)."""
+        shape = (batch_size, self.cfg.latent_dim)
+        return tuple(torch.randn(shape, generator=generator, device=self.device) for _ in range(2))
+
+    def critic_and_cvae_losses(self, batch: Dict[str, torch.Tensor], cvae_noise: torch.Tensor
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         """Losses (1)-(5) summed (see _OPTIMIZER_GROUPS), the (detached) weights
         of loss (6), and the step's metrics."""
@@ -280,7 +288,7 @@ class LSPC:
         # (eq. 10 with w_r of eq. 14) and the latent encoder moves to low-cost actions inside that
         # latent space (eq. 14 with w_c of eq. 10).
         w_cvae, w_encoder = (w_reward, w_cost) if cfg.converse else (w_cost, w_reward)
-        reconstruction, mean, log_std = self.cvae(s, a)
+        reconstruction, mean, log_std = self.cvae(s, a, cvae_noise)
         recon = (reconstruction - a).pow(2).sum(dim=-1)
         kl = gaussian_kl(mean, log_std, cfg.kl_reduction)
         cvae_loss = (w_cvae * (recon + cfg.vae_beta * kl)).mean()
@@ -296,12 +304,12 @@ class LSPC:
         }
         return total, w_encoder, metrics
 
-    def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], weights: torch.Tensor
+    def safety_encoder_loss(self, batch: Dict[str, torch.Tensor], weights: torch.Tensor, noise: torch.Tensor
                             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """(6) latent safety encoder: AWR in latent space through the decoder (eq. 14 / 44), with the
         reward-advantage weights (the cost-advantage ones in Converse LSPC-O)."""
         s, a = batch["observations"], batch["actions"]
-        z = self.safety_encoder.sample(s, self.cfg.max_latent_action)
+        z = self.safety_encoder.sample(s, self.cfg.max_latent_action, noise)
         decoded = self.cvae.decode(s, z)
         loss = (weights * (decoded - a).pow(2).sum(dim=-1)).mean()
         return loss, {"safety_encoder_loss": loss}
@@ -317,11 +325,12 @@ class LSPC:
         the next call when the step is compiled on CUDA (CUDA graphs reuse their output memory)."""
         if self.cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
-        total, encoder_weights, metrics = self._losses(batch)
+        cvae_noise, encoder_noise = self.step_noise(batch["observations"].shape[0])
+        total, encoder_weights, metrics = self._losses(batch, cvae_noise)
         self._step("critics_cvae", total)
         # the safety encoder learns through the just-updated decoder, frozen: only delta moves
         with frozen(self.cvae):
-            loss, encoder_metrics = self._safety_encoder_loss(batch, encoder_weights)
+            loss, encoder_metrics = self._safety_encoder_loss(batch, encoder_weights, encoder_noise)
             self._step("safety_encoder", loss)
         # (7) target critics
         soft_update([self.q_target, self.cost_q_target], [self.q, self.cost_q], self.cfg.tau)
@@ -349,8 +358,9 @@ class LSPC:
     @torch.no_grad()
     def act_lspc_o(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """LSPC-O: z from the latent safety encoder mu_delta(s), squashed to (-eps_O, eps_O)."""
-        deterministic = self.cfg.lspc_o_sampling == "deterministic"
-        z = self.safety_encoder.sample(obs, self.cfg.max_latent_action, generator, deterministic)
+        noise = None if self.cfg.lspc_o_sampling == "deterministic" else \
+            torch.randn((obs.shape[0], self.cfg.latent_dim), generator=generator, device=obs.device)
+        z = self.safety_encoder.sample(obs, self.cfg.max_latent_action, noise)
         return self.cvae.decode(obs, z)
 
     @torch.no_grad()
@@ -382,7 +392,114 @@ class LSPC:
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. Training: what the shared loop (lspc/training.py) needs from LSPC
+# 5. Many seeds as one model (--seeds): the step above, vmapped over stacked parameters
+# ---------------------------------------------------------------------------------------------
+class _Networks(nn.ModuleDict):
+    """LSPC's networks as one module, so that torch.func.functional_call can swap in one seed's
+    parameters while ``fn`` (a loss of LSPC) runs."""
+
+    def forward(self, fn, *args):
+        return fn(*args)
+
+
+class StackedLSPC:
+    """``len(members)`` seeds of LSPC trained as one model. Every parameter and Adam moment gets a
+    leading seed dimension, and the single-seed losses above run once per step under
+    ``torch.func.vmap``, so each layer is one batched matmul over all seeds (a GPU launches the kernels
+    of one seed's step, not N times as many). Nothing mixes seeds: each seed's loss is the sum's term
+    of its own parameters, Adam is elementwise, and each seed draws its batches and its noise from its
+    own generators, in the order its single-seed run draws them from the global one. So seed k follows
+    ``--seed k`` up to the rounding of batched kernels.
+
+    ``members[k]`` is seed k's ``LSPC``, its parameters views of row k: its policies score that seed,
+    and ``state_dicts()[k]`` is a single-seed LSPC's ``state_dict``, optimizers included."""
+
+    def __init__(self, members: List[LSPC], noise_generators: List[torch.Generator]) -> None:
+        self.members, self.noise_generators = members, noise_generators
+        template = members[0]
+        self.cfg, self.device = template.cfg, template.device
+        self.networks = _Networks({name: getattr(template, name) for name in _MODULES})
+        member_networks = [_Networks({name: getattr(member, name) for name in _MODULES}) for member in members]
+        names = [name for name, _ in self.networks.named_parameters()]
+        with torch.no_grad():
+            self.params = {name: torch.stack([networks.get_parameter(name) for networks in member_networks])
+                           for name in names}
+        for name, stacked in self.params.items():
+            stacked.requires_grad_(name.split(".")[0] not in ("q_target", "cost_q_target"))
+            module_name, _, leaf = name.rpartition(".")
+            for networks, row in zip(member_networks, stacked.detach()):
+                setattr(networks.get_submodule(module_name), leaf, nn.Parameter(row, requires_grad=False))
+        for member in members:
+            member.optimizers = None  # the stacked optimizers below train every member
+        self.optimizer_params = {group: [name for name in names if name.split(".")[0] in modules]
+                                 for group, modules in _OPTIMIZER_GROUPS.items()}
+        self.optimizers = {group: torch.optim.Adam([self.params[name] for name in group_params],
+                                                   lr=self.cfg.learning_rate, fused=True)
+                           for group, group_params in self.optimizer_params.items()}
+        self.targets = [(self.params[name], self.params[name.replace("_target", "", 1)])
+                        for name in names if name.startswith(("q_target.", "cost_q_target."))]
+
+        def one_seed(loss):
+            def call(params, *args):
+                return torch.func.functional_call(self.networks, params, (loss, *args))
+            return torch.func.vmap(call)
+
+        self._losses = one_seed(template.critic_and_cvae_losses)
+        self._safety_encoder_loss = one_seed(template.safety_encoder_loss)
+
+    def _step(self, group: str, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers[group]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """One gradient step of every seed (a batch of [seeds, batch, ...]); metrics of shape [seeds]."""
+        noises = [member.step_noise(batch["observations"].shape[1], generator)
+                  for member, generator in zip(self.members, self.noise_generators)]
+        cvae_noise, encoder_noise = (torch.stack(draws) for draws in zip(*noises))
+        total, encoder_weights, metrics = self._losses(self.params, batch, cvae_noise)
+        self._step("critics_cvae", total.sum())  # seed k's parameters get seed k's gradient only
+        # the safety encoder learns through the just-updated decoder, frozen (detached): only delta moves
+        params = {name: p.detach() if name.startswith("cvae.") else p for name, p in self.params.items()}
+        loss, encoder_metrics = self._safety_encoder_loss(params, batch, encoder_weights, encoder_noise)
+        self._step("safety_encoder", loss.sum())
+        with torch.no_grad():  # (7) target critics
+            torch._foreach_lerp_([t for t, _ in self.targets], [p for _, p in self.targets], self.cfg.tau)
+        metrics.update(encoder_metrics)
+        return {name: metrics[name].detach() for name in METRIC_NAMES}
+
+    def state_dicts(self) -> List[Dict[str, dict]]:
+        """Each seed's state in the layout of ``LSPC.state_dict`` (a single-seed run loads it)."""
+        states = []
+        for k, member in enumerate(self.members):
+            state = {name: {key: value.clone() for key, value in getattr(member, name).state_dict().items()}
+                     for name in _MODULES}
+            for group, optimizer in self.optimizers.items():
+                full = optimizer.state_dict()
+                state[f"{group}_optimizer"] = {
+                    "state": {i: {key: value if key == "step" else value[k].clone() for key, value in moments.items()}
+                              for i, moments in full["state"].items()},
+                    "param_groups": full["param_groups"]}
+            states.append(state)
+        return states
+
+    def load_state_dicts(self, states: List[Dict[str, dict]]) -> None:
+        with torch.no_grad():
+            for member, state in zip(self.members, states):
+                for name in _MODULES:
+                    getattr(member, name).load_state_dict(state[name])  # copies into the row views
+        for group, optimizer in self.optimizers.items():
+            saved = [state[f"{group}_optimizer"] for state in states]
+            optimizer.load_state_dict({
+                "state": {i: {key: value if key == "step" else torch.stack([s["state"][i][key] for s in saved])
+                              for key, value in moments.items()}
+                          for i, moments in saved[0]["state"].items()},
+                "param_groups": saved[0]["param_groups"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Training: what the shared loop (lspc/training.py) needs from LSPC
 # ---------------------------------------------------------------------------------------------
 class LSPCMethod(Method):
     """LSPC's data, agent and the two policies every evaluation during training scores. One run
@@ -411,11 +528,17 @@ class LSPCMethod(Method):
 
     def make_sampler(self, data: Dict[str, Any], device: torch.device) -> TransitionBuffer:
         cfg = self.cfg
-        return TransitionBuffer(data, device, cfg.seed, reward_scale=cfg.reward_scale,
-                                bootstrap_on_timeout=cfg.bootstrap_on_timeout)
+        return TransitionBuffer(data, device, cfg.seed if cfg.seeds is None else cfg.seeds,
+                                reward_scale=cfg.reward_scale, bootstrap_on_timeout=cfg.bootstrap_on_timeout)
 
     def make_agent(self, env, device: torch.device, data: Optional[Dict[str, Any]] = None) -> "LSPC":
         return LSPC.for_env(env, self.cfg, device)
+
+    def seed_methods(self) -> List["LSPCMethod"]:
+        return [self] if self.cfg.seeds is None else [LSPCMethod(cfg) for cfg in seed_configs(self.cfg)]
+
+    def stack(self, agents: List[LSPC], noise_generators: List[torch.Generator]) -> StackedLSPC:
+        return StackedLSPC(agents, noise_generators)
 
 
 def train(cfg: TrainConfig) -> str:

@@ -22,6 +22,10 @@ What it models
   Every ``generator=`` argument must be on the device type of the tensor it fills.
 - ``torch.save`` records CUDA-tagged storages as ``cuda:N`` and ``torch.load`` puts them back per its
   ``map_location``, so a checkpoint written on the virtual GPU loads as one written on a GPU does.
+- Kernel launches are counted by aten op (``launches``): every op on a CUDA tensor that a GPU runs as a
+  kernel or a copy, i.e. all but views and allocations, and factory calls (``randn``, ``zeros``, ...) made
+  on CUDA. A fused or foreach op counts once (a GPU may split it into a few kernels), a composite op as
+  the ops it decomposes into: the count of what a step asks the GPU to run, not a profile.
 - Host synchronizations are counted by kind: ``item`` (``.item()``, ``float()``, ``bool()`` of a CUDA
   tensor), ``tolist``, ``nonzero``, ``boolean mask`` (indexing with a bool tensor), ``masked_select``,
   ``unique``, ``device-to-host`` and blocking ``host-to-device`` copies, and ``synchronize``.
@@ -169,6 +173,9 @@ _INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
 _NEW_OR_LIKE = {"new_tensor", "new_zeros", "new_ones", "new_full", "new_empty", "new_empty_strided",
                 "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
 _FROM_DATA = {"tensor", "as_tensor", "asarray"}
+# ops on CUDA tensors that launch no kernel: metadata only, or an allocation
+_NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_unsafe_view", "detach",
+              "alias", "set_", "resize_", "lift_fresh", "_reshape_alias", "as_strided"}
 
 
 class _DeviceRules(TorchDispatchMode):
@@ -206,6 +213,8 @@ class _DeviceRules(TorchDispatchMode):
                 if isinstance(tag, torch.device) and tag != cuda:
                     raise VirtualDeviceError(f"aten.{name}: expected all tensors to be on the same device, but "
                                              f"found at least two devices, {cuda} and {tag}")
+            if not func.is_view and name not in _NO_KERNEL:
+                self.owner.launches[name] += 1
             if name in _SYNC_OPS:
                 self.owner._sync(_SYNC_OPS[name], name)
             elif name in _INDEX_OPS and any(t.dtype in (torch.bool, torch.uint8) for t in inputs[1:]):
@@ -228,12 +237,16 @@ class _DeviceRules(TorchDispatchMode):
             # CPU device here) along with a new dtype. Only a Python-level .to/.cpu (_DeviceApi) moves.
             source = devices[0]
             target = CPU if self.owner._to_host else source
+            if source.type == "cuda":
+                self.owner.launches[name] += 1
             if source.type == "cuda" and target.type == "cpu":
                 self.owner._sync("device-to-host", name)
             out = func(*args, **kwargs)
             _set_device(out, target)
             return out
         destination, source = devices[0], devices[1]
+        if "cuda" in (source.type, destination.type):
+            self.owner.launches[name] += 1
         if source.type == "cuda" and destination.type == "cpu":
             self.owner._sync("device-to-host", name)
         elif source.type == "cpu" and destination.type == "cuda" and inputs[1].dim() > 0:
@@ -293,6 +306,8 @@ class _DeviceApi(TorchFunctionMode):
             return _settled(func(*args, **kwargs))
         if target.type == "cuda" and (name in _FROM_DATA or name == "new_tensor"):
             self.owner._sync("host-to-device", name)
+        if target.type == "cuda" and kwargs.get("device") is not None and name not in _NO_KERNEL | _FROM_DATA:
+            self.owner.launches[name] += 1  # made on the CPU above, so _DeviceRules did not see it
         for tensor in _tensors(out):
             _set_device(tensor, target)
         return out
@@ -337,6 +352,8 @@ class _DeviceApi(TorchFunctionMode):
         finally:
             self.owner._to_host = False
         if target != source:
+            if source.type == "cpu":
+                self.owner.launches["_to_copy"] += 1  # a host-to-device copy (_DeviceRules saw a CPU op)
             if source.type == "cpu" and not non_blocking:
                 self.owner._sync("host-to-device", "to")
             _set_device(out, target)
@@ -391,12 +408,13 @@ def active() -> Optional["VirtualCuda"]:
 class VirtualCuda:
     """A context in which ``cuda`` devices exist, emulated on the CPU (see the module's docstring).
 
-    ``sync_sites`` lists the host synchronizations seen (``syncs`` counts them by kind);
-    ``reset_counts()`` starts a fresh count."""
+    ``sync_sites`` lists the host synchronizations seen (``syncs`` counts them by kind), ``launches`` the
+    kernel launches by aten op; ``reset_counts()`` starts a fresh count of both."""
 
     def __init__(self, device_count: int = 1) -> None:
         self.device_count = device_count
         self.sync_sites: List[SyncSite] = []
+        self.launches: collections.Counter = collections.Counter()
         self._rng_states: Dict[int, torch.Tensor] = {}
         self._to_host = False  # a Python-level copy to the CPU is under way
         self._stack = contextlib.ExitStack()
@@ -423,6 +441,7 @@ class VirtualCuda:
 
     def reset_counts(self) -> None:
         self.sync_sites.clear()
+        self.launches.clear()
 
     def _sync(self, kind: str, op: str) -> None:
         stack = [f for f in traceback.extract_stack()[:-2] if not f.filename.endswith("device_emulation.py")]

@@ -175,13 +175,25 @@ class Evaluator:
     def run(self, policy: BatchPolicy | EpisodicPolicy, seeds: Sequence[int], policy_seed: int,
             device: torch.device) -> Dict[str, np.ndarray]:
         """Per-episode raw ``reward``, ``cost`` and ``length`` arrays."""
-        generator = torch.Generator(device=device)
-        generator.manual_seed(policy_seed)
-        episodic = hasattr(policy, "observe")
-        obs = self.envs.reset(seeds)
-        if episodic:
-            policy.reset(len(seeds))
-        n = len(seeds)
+        return self.run_groups([policy], [seeds], [policy_seed], device)[0]
+
+    def run_groups(self, policies: Sequence[BatchPolicy | EpisodicPolicy], seeds: Sequence[Sequence[int]],
+                   policy_seeds: Sequence[int], device: torch.device) -> List[Dict[str, np.ndarray]]:
+        """Several policies' episodes side by side in one batch of envs (the seeds of a stacked run):
+        policy ``g`` plays the episodes ``seeds[g]`` with its noise from a generator seeded with
+        ``policy_seeds[g]`` and sees only its own rows, so each group's results are those of ``run`` alone."""
+        generators = []
+        for policy_seed in policy_seeds:
+            generators.append(torch.Generator(device=device))
+            generators[-1].manual_seed(policy_seed)
+        bounds = np.cumsum([0, *(len(group) for group in seeds)])
+        rows = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+        episodic = [hasattr(policy, "observe") for policy in policies]
+        obs = self.envs.reset([seed for group in seeds for seed in group])
+        for policy, group, is_episodic in zip(policies, seeds, episodic):
+            if is_episodic:
+                policy.reset(len(group))
+        n = len(obs)
         reward, cost, length = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
         while running.any():
@@ -189,16 +201,21 @@ class Evaluator:
             # the same noise in every mode
             with torch.no_grad():
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                actions = policy(obs_t, generator).cpu().numpy()
+                # each group's rows in a tensor of their own: a matmul's rounding may depend on where its
+                # input starts in memory, and a group must get the actions it would get alone
+                group_obs = [obs_t] if len(rows) == 1 else [obs_t[row].clone() for row in rows]
+                actions = [policy(group, generator) for policy, group, generator in zip(policies, group_obs, generators)]
+                actions = (actions[0] if len(actions) == 1 else torch.cat(actions)).cpu().numpy()
             next_obs, step_reward, step_cost, done = self.envs.step(actions, running, obs)
-            if episodic:
-                policy.observe(step_reward, step_cost)
+            for policy, row, is_episodic in zip(policies, rows, episodic):
+                if is_episodic:
+                    policy.observe(step_reward[row], step_cost[row])
             reward[running] += step_reward[running]
             cost[running] += step_cost[running]
             length[running] += 1
             obs[running] = next_obs[running]
             running &= ~done
-        return {"reward": reward, "cost": cost, "length": length}
+        return [{"reward": reward[row], "cost": cost[row], "length": length[row]} for row in rows]
 
     def close(self) -> None:
         self.envs.close()

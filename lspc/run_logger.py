@@ -53,6 +53,9 @@ def is_eval_row(row: Dict[str, Any], prefix: str = "eval") -> bool:
 
 
 class RunLogger:
+    """``own_process``: the wandb run lives in a child process of its own (wandb keeps one run per
+    process, and a stacked run logs one per seed)."""
+
     def __init__(
         self,
         run_dir: str,
@@ -63,23 +66,15 @@ class RunLogger:
         name: str,
         wandb_mode: str,
         wandb_id: Optional[str] = None,
+        own_process: bool = False,
     ) -> None:
         self.path = os.path.join(run_dir, "metrics.jsonl")
         self._file = open(self.path, "a", encoding="utf-8")
         self._wandb_run = None
         if wandb_mode != "disabled":
-            import wandb
-
-            self._wandb_run = wandb.init(
-                project=project,
-                group=group,
-                name=name,
-                dir=run_dir,
-                mode=wandb_mode,
-                config=config,
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
-            )
+            settings = dict(project=project, group=group, name=name, dir=run_dir, mode=wandb_mode, config=config,
+                            id=wandb_id, resume="allow" if wandb_id else None)
+            self._wandb_run = _WandbProcess(settings) if own_process else _wandb_init(settings)
 
     @property
     def wandb_id(self) -> Optional[str]:
@@ -96,6 +91,54 @@ class RunLogger:
         self._file.close()
         if self._wandb_run is not None:
             self._wandb_run.finish()
+
+
+def _wandb_init(settings: Dict[str, Any]):
+    import wandb
+
+    return wandb.init(**settings)
+
+
+def _wandb_child(settings: Dict[str, Any], rows, reply) -> None:
+    """A child process's wandb run: logs the rows it is sent until None (or its parent is gone)."""
+    import queue
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which finishes the run
+    parent = os.getppid()
+    run = _wandb_init(settings)
+    reply.put(run.id)
+    while True:
+        try:
+            row = rows.get(timeout=5.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent was killed: end the run with what it logged
+                break
+            continue
+        if row is None:
+            break
+        run.log(row[1], step=row[0])
+    run.finish()
+
+
+class _WandbProcess:
+    """A wandb run in a child process, with the ``id``, ``log`` and ``finish`` a run has."""
+
+    def __init__(self, settings: Dict[str, Any]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._rows, reply = context.Queue(), context.Queue()
+        self._process = context.Process(target=_wandb_child, args=(settings, self._rows, reply), daemon=True)
+        self._process.start()
+        self.id = reply.get(timeout=300)
+
+    def log(self, metrics: Dict[str, float], step: int) -> None:
+        self._rows.put((step, metrics))
+
+    def finish(self) -> None:
+        self._rows.put(None)
+        self._process.join(timeout=300)
 
 
 def read_metrics(run_dir: str) -> list:

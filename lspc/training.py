@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -36,8 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lspc import LSPCError
-from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, derived_seed, load_checkpoint,
-                             restore_rng_state, save_checkpoint)
+from lspc.checkpoint import (TEMP_PREFIX, atomic_write_bytes, capture_rng_state, derived_seed, finish_commit,
+                             load_checkpoint, restore_rng_state, save_checkpoint, save_checkpoints_together)
 from lspc.envs import dataset_env, make_env
 from lspc.evaluation import BatchPolicy, Evaluator, better_than, episode_seeds, summarize
 from lspc.run_logger import RunLogger, eval_entries, truncate_metrics
@@ -115,19 +116,45 @@ class Method(abc.ABC):
     def make_agent(self, env: gym.Env, device: torch.device, data: Any = None) -> Agent:
         """The agent sized for ``env``; without data when a checkpoint is about to be loaded into it."""
 
+    def seed_methods(self) -> List["Method"]:
+        """One method per seed this process trains: itself, or with ``cfg.seeds`` (a method that can
+        stack seeds) one per seed, each with the config of that seed's own run."""
+        return [self]
+
+    def stack(self, agents: List[Agent], noise_generators: List[torch.Generator]) -> "StackedAgent":
+        """Several seeds' agents as one stacked model, each drawing its training noise from its generator
+        (with ``cfg.seeds`` only: ``make_sampler`` then draws a batch per seed)."""
+        raise NotImplementedError(f"{self.label} does not train several seeds as one model")
+
+
+class StackedAgent(Protocol):
+    """Several seeds trained as one model (``--seeds``): ``train`` takes batches of [seeds, batch, ...]
+    and returns metrics of shape [seeds]; ``members[k]`` is seed k's own agent (its policies), and
+    ``state_dicts()[k]`` its state in the single-seed layout, so each seed's checkpoints are ordinary."""
+    device: torch.device
+    members: List[Agent]
+    noise_generators: List[torch.Generator]
+
+    def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]: ...
+
+    def state_dicts(self) -> List[Dict[str, Any]]: ...
+
+    def load_state_dicts(self, states: List[Dict[str, Any]]) -> None: ...
+
 
 class MetricsWindow:
-    """Sums the step metrics between log points and remembers the first step each went non-finite.
+    """Sums the step metrics between log points and remembers the first step each went non-finite,
+    per seed (a stacked run's metrics have a leading seed dimension; a single run is one seed).
     Tensors stay on the device (one stack per step, no sync); plain floats are summed on the CPU.
     The names are fixed by the first step after a reset."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, seeds: int = 1) -> None:
+        self.device, self.seeds = device, seeds
         self.names: Tuple[str, ...] = ()
         self.reset()
 
     def reset(self) -> None:
-        self.sums: Optional[torch.Tensor] = None
+        self.sums: Optional[torch.Tensor] = None  # [metrics, seeds]
         self.first_bad: Optional[torch.Tensor] = None
         self.count = 0
 
@@ -141,6 +168,7 @@ class MetricsWindow:
             values = torch.stack([metrics[name] for name in self.names]).double()
         else:
             values = torch.tensor([float(metrics[name]) for name in self.names], dtype=torch.float64)
+        values = values.view(len(self.names), self.seeds)
         if self.sums is None:
             self.sums = torch.zeros_like(values)
             self.first_bad = torch.full(values.shape, -1, dtype=torch.long, device=values.device)
@@ -151,32 +179,52 @@ class MetricsWindow:
         self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, step), self.first_bad)
         self.count += 1
 
-    def check_finite(self) -> None:
-        """The earliest step, then losses before other statistics, then update order: the root cause."""
+    def nonfinite(self) -> List[Optional[str]]:
+        """Per seed, the metric that went NaN or infinite (the earliest step, then losses before other
+        statistics, then update order: the root cause), or None."""
         if self.first_bad is None:
-            return
-        bad = [(step, not self.names[i].endswith("loss"), i) for i, step in enumerate(self.first_bad.tolist())
-               if step >= 0]
-        if bad:
-            step, _, i = min(bad)
-            raise NonFiniteLoss(f"{self.names[i]} became NaN or infinite at step {step}")
+            return [None] * self.seeds
+        first_bad = self.first_bad.tolist()
+        messages = []
+        for seed in range(self.seeds):
+            bad = [(row[seed], not self.names[i].endswith("loss"), i) for i, row in enumerate(first_bad) if row[seed] >= 0]
+            step, _, i = min(bad) if bad else (None, None, None)
+            messages.append(None if step is None else f"{self.names[i]} became NaN or infinite at step {step}")
+        return messages
 
-    def means(self) -> Dict[str, float]:
-        self.check_finite()
+    def check_finite(self) -> None:
+        message = next((message for message in self.nonfinite() if message), None)
+        if message:
+            raise NonFiniteLoss(message)
+
+    def seed_means(self) -> List[Dict[str, float]]:
+        """Each seed's means since the last call, unchecked (``nonfinite`` says which seeds diverged)."""
         if self.sums is None:
-            return {}
+            return [{} for _ in range(self.seeds)]
         means = (self.sums / max(self.count, 1)).tolist()
         names = self.names
         self.reset()
-        return {f"train/{name}": value for name, value in zip(names, means)}
+        return [{f"train/{name}": row[seed] for name, row in zip(names, means)} for seed in range(self.seeds)]
 
-    def state_dict(self) -> Dict[str, Any]:
-        """The partial window: a run resumed between log points logs the same means."""
-        return {"names": list(self.names), "sums": self.sums, "first_bad": self.first_bad, "count": self.count}
+    def means(self) -> Dict[str, float]:
+        """A single run's means since the last call; NonFiniteLoss if a metric went non-finite."""
+        self.check_finite()
+        return self.seed_means()[0]
+
+    def state_dict(self, seed: int = 0) -> Dict[str, Any]:
+        """One seed's partial window: a run resumed between log points logs the same means."""
+        column = (lambda t: None if t is None else t[:, seed].clone())
+        return {"names": list(self.names), "sums": column(self.sums), "first_bad": column(self.first_bad),
+                "count": self.count}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.names, self.count = tuple(state["names"]), state["count"]
-        self.sums, self.first_bad = state["sums"], state["first_bad"]
+        self.load_state_dicts([state])
+
+    def load_state_dicts(self, states: List[Dict[str, Any]]) -> None:
+        """Every seed's window (saved at the same step, so with the same names and count)."""
+        self.names, self.count = tuple(states[0]["names"]), states[0]["count"]
+        stacked = (lambda key: None if states[0][key] is None else torch.stack([s[key] for s in states], dim=1))
+        self.sums, self.first_bad = stacked("sums"), stacked("first_bad")
 
 
 class PhaseClock:
@@ -273,10 +321,8 @@ def run_dir_of(cfg: Any) -> str:
     return cfg.resume or os.path.join(cfg.logdir, cfg.group, cfg.name)
 
 
-def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
-    """The run directory, created, writable and locked for this process, and whether to resume.
-    A directory without a checkpoint holds no run (one stopped before its first checkpoint): the
-    original command and ``--resume`` both start it afresh, and say so."""
+def lock_run_dir(cfg: Any) -> Tuple[str, RunLock]:
+    """The run directory, created, writable and locked for this process."""
     run_dir = run_dir_of(cfg)
     checkpoint_dir = os.path.join(run_dir, "checkpoint")
     try:
@@ -287,7 +333,14 @@ def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
         os.remove(probe)
     except OSError as err:
         raise LSPCError(f"cannot write to the run directory {run_dir} ({err.strerror}); choose another --logdir") from None
-    lock = RunLock(run_dir)
+    return run_dir, RunLock(run_dir)
+
+
+def prepare_run_dir(cfg: Any, run_dir: str, lock: RunLock) -> bool:
+    """Whether to resume the locked ``run_dir``; partial writes of a killed process are removed.
+    A directory without a checkpoint holds no run (one stopped before its first checkpoint): the
+    original command and ``--resume`` both start it afresh, and say so."""
+    checkpoint_dir = os.path.join(run_dir, "checkpoint")
     for directory in (run_dir, checkpoint_dir):  # partial writes of a killed process (atomic_write_bytes' temp files)
         for name in os.listdir(directory):
             if name.startswith(TEMP_PREFIX):
@@ -301,7 +354,13 @@ def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
     if started and not has_checkpoint:
         print(f"note: {run_dir} has no checkpoint (its run stopped before writing one): starting it afresh "
               "from step 0", flush=True)
-    return run_dir, lock, cfg.resume is not None and has_checkpoint
+    return cfg.resume is not None and has_checkpoint
+
+
+def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
+    """The run directory, created, writable and locked for this process, and whether to resume."""
+    run_dir, lock = lock_run_dir(cfg)
+    return run_dir, lock, prepare_run_dir(cfg, run_dir, lock)
 
 
 def seed_all(seed: int) -> None:
@@ -312,14 +371,25 @@ def seed_all(seed: int) -> None:
     osrl_seed_all(seed)
 
 
-def restart_streams(checkpoint: Dict[str, Any], device: torch.device, sampler: Sampler, lost: List[str]) -> None:
+def default_generator_copy(device: torch.device) -> torch.Generator:
+    """A generator in the state of ``device``'s default one: a stacked seed's noise stream, which goes
+    on as that seed's own run would draw from the default generator."""
+    generator = torch.Generator(device=device)
+    generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    return generator
+
+
+def restart_streams(checkpoint: Dict[str, Any], device: torch.device, sampler: torch.Generator, lost: List[str],
+                    noise: Optional[torch.Generator] = None) -> None:
     """A checkpoint written on another device type: its GPU and sampler generator states fit only there.
     The model, optimizers and CPU streams continue; the lost streams restart from seeds derived from
     the run's seed and step (the method's own generators do the same in their ``load_state_dict``)."""
     step, seed = checkpoint["step"], checkpoint["config"]["seed"]
     if "the batch sampler's" in lost:
-        sampler.generator.manual_seed(derived_seed(seed, step))
-    if device.type == "cuda":
+        sampler.manual_seed(derived_seed(seed, step))
+    if device.type == "cuda" and noise is not None:  # a stacked seed's stand-in for the default generator
+        noise.manual_seed(derived_seed(seed + 1, step))
+    elif device.type == "cuda":
         torch.cuda.manual_seed(derived_seed(seed + 1, step))
     written_on = checkpoint["rng"].get("device_type", "another device")
     print(f"note: resuming on {device.type} a checkpoint written on {written_on} at step {step}: the model, "
@@ -345,17 +415,47 @@ def check_loop_fields(method: Method) -> None:
                         "(lspc.plugin.RunConfig has them all)")
 
 
+class SeedRun:
+    """One seed's run inside the loop: its method (with that seed's config), run directory, logger,
+    best scores, and why it stopped if its metrics went non-finite."""
+
+    def __init__(self, method: Method, run_dir: str, resume: bool) -> None:
+        self.method, self.cfg, self.run_dir = method, method.cfg, run_dir
+        self.checkpoint_dir = os.path.join(run_dir, "checkpoint")
+        self.checkpoint = load_checkpoint(os.path.join(self.checkpoint_dir, LATEST)) if resume else None
+        self.best: Dict[str, Optional[Dict[str, float]]] = dict.fromkeys(method.policies)
+        self.wandb_id: Optional[str] = None
+        self.logger: Optional[RunLogger] = None
+        self.diverged: Optional[str] = None
+
+
+JOURNAL = "stack-commit.json"  # save_checkpoints_together's journal, in the first seed's checkpoint directory
+
+
 def train(method: Method) -> str:
-    """Train ``method`` as its config says; returns the run directory."""
+    """Train ``method`` as its config says; returns the run directory (with ``cfg.seeds``, the first
+    seed's: the stacked seeds' directories are its siblings)."""
     check_loop_fields(method)
     cfg = method.cfg
     device = torch.device(cfg.device)
-    created = _missing_dirs(run_dir_of(cfg))  # removed again if the run fails before it starts
-    run_dir, lock, resume = open_run_dir(cfg)
-    checkpoint_dir = os.path.join(run_dir, "checkpoint")
-    resources: List[Any] = [lock]
+    stacked = bool(getattr(cfg, "seeds", None))
+    methods = method.seed_methods()
+    created = [_missing_dirs(run_dir_of(m.cfg)) for m in methods]  # removed again if the run fails before it starts
+    journal = os.path.join(run_dir_of(methods[0].cfg), "checkpoint", JOURNAL)
+    resources: List[Any] = []
+    locks: List[RunLock] = []
     was_deterministic = torch.are_deterministic_algorithms_enabled()  # restored after: a process may train twice
     try:
+        for m in methods:
+            run_dir, lock = lock_run_dir(m.cfg)
+            locks.append(lock)
+        finish_commit(journal)  # a stacked save cut short after its commit point: completed before any clean-up
+        runs = [SeedRun(m, run_dir_of(m.cfg), prepare_run_dir(m.cfg, run_dir_of(m.cfg), lock))
+                for m, lock in zip(methods, locks)]
+        stack_record = {"seeds": [run.cfg.seed for run in runs], "diverged": {}}
+        if stacked:
+            runs, stack_record = _resumable(runs, stack_record)
+            method = type(method)(dataclasses.replace(cfg, seeds=[run.cfg.seed for run in runs]))
         if cfg.deterministic:
             use_deterministic_algorithms()
         env = make_env(cfg.task) if cfg.eval_every else dataset_env(cfg.task)
@@ -363,46 +463,99 @@ def train(method: Method) -> str:
         data = method.load_data(env)
         seed_all(cfg.seed)
         evaluator = None
-        if cfg.eval_every:
-            evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes)  # made before any RNG restore
+        if cfg.eval_every:  # made before any RNG restore; one batch of envs plays every seed's episodes
+            evaluator = Evaluator(cfg.task, cfg.episode_len, cfg.eval_episodes * len(runs))
             resources.append(evaluator)
         sampler = method.make_sampler(data, device)
-        agent = method.make_agent(env, device, data)
-        window = MetricsWindow(device)
-        start_step, wandb_id = 0, None
-        best: Dict[str, Optional[Dict[str, float]]] = dict.fromkeys(method.policies)
-        if resume:
-            checkpoint = load_checkpoint(os.path.join(checkpoint_dir, LATEST))
-            agent.load_state_dict(checkpoint["model"])
-            lost = restore_rng_state(checkpoint["rng"], device, sampler.generator)
-            if lost:  # a resume on another device type: its generators cannot take the other's states
-                restart_streams(checkpoint, device, sampler, lost)
-            if "window" in checkpoint:  # checkpoints before periodic checkpoints were taken at log points
-                window.load_state_dict(checkpoint["window"])
-            start_step, best, wandb_id = checkpoint["step"], checkpoint["best"], checkpoint["wandb_id"]
+        if stacked:
+            agents, noise = [], []
+            for run in runs:  # each seed initialised as its own run initialises it
+                seed_all(run.cfg.seed)
+                agents.append(run.method.make_agent(env, device, data))
+                noise.append(default_generator_copy(device))
+            agent = method.stack(agents, noise)
+        else:
+            agent = method.make_agent(env, device, data)
+        window = MetricsWindow(device, seeds=len(runs))
+        start_step = 0
+        if runs[0].checkpoint is not None:
+            checkpoints = [run.checkpoint for run in runs]
+            if stacked:
+                agent.load_state_dicts([checkpoint["model"] for checkpoint in checkpoints])
+            else:
+                agent.load_state_dict(checkpoints[0]["model"])
+            for run, generator, noise_generator in zip(runs, _sampler_generators(sampler, stacked),
+                                                       _noise_generators(agent, stacked)):
+                lost = restore_rng_state(run.checkpoint["rng"], device, generator, noise_generator)
+                if lost:  # a resume on another device type: its generators cannot take the other's states
+                    restart_streams(run.checkpoint, device, generator, lost, noise_generator)
+                run.best, run.wandb_id = run.checkpoint["best"], run.checkpoint["wandb_id"]
+            if "window" in checkpoints[0]:  # checkpoints before periodic checkpoints were taken at log points
+                window.load_state_dicts([checkpoint["window"] for checkpoint in checkpoints])
+            start_step = checkpoints[0]["step"]
             if start_step >= cfg.max_timesteps:
                 raise LSPCError(f"the run is already at step {start_step}; raise --max_timesteps to train further")
-        truncate_metrics(run_dir, start_step)  # rows after the checkpoint are logged again
-        atomic_write_bytes(os.path.join(run_dir, "config.yaml"), lambda f: f.write(method.config_yaml().encode()))
+        for run in runs:
+            truncate_metrics(run.run_dir, start_step)  # rows after the checkpoint are logged again
+            atomic_write_bytes(os.path.join(run.run_dir, "config.yaml"),
+                               lambda f: f.write(run.method.config_yaml().encode()))
         created = []  # the run has started: its directory stays whatever happens next
-        logger = RunLogger(run_dir, method.config_dict(), project=cfg.project, group=cfg.group, name=cfg.name,
-                           wandb_mode=cfg.wandb_mode, wandb_id=wandb_id)
-        resources.append(logger)
-        print(f"run_dir: {run_dir}", flush=True)
+        for run in runs:
+            run.logger = RunLogger(run.run_dir, run.method.config_dict(), project=cfg.project, group=run.cfg.group,
+                                   name=run.cfg.name, wandb_mode=cfg.wandb_mode, wandb_id=run.wandb_id,
+                                   own_process=stacked)
+            resources.append(run.logger)
+            print(f"run_dir: {run.run_dir}", flush=True)
         if evaluator is None:
+            where = runs[0].run_dir if len(runs) == 1 else "RUN_DIR"
             print(f"note: in-training evaluation is off (eval_every 0): no simulator is made and no best checkpoints "
-                  f"are kept; score the run with `python eval_lspc.py --path {run_dir}` where {cfg.task}'s "
-                  "simulator is installed", flush=True)
-        _loop(method, agent, sampler, evaluator, env, logger, window, best, start_step, checkpoint_dir, resources)
+                  f"are kept; score the run{'s' if len(runs) > 1 else ''} with `python eval_lspc.py --path {where}` "
+                  f"where {cfg.task}'s simulator is installed", flush=True)
+        _loop(method, agent, sampler, evaluator, env, runs, window, start_step, journal if stacked else None,
+              stack_record, resources)
     except BaseException:
-        lock.close()
-        _remove_created(created)
+        for lock in locks:
+            lock.close()
+        for directories in created:
+            _remove_created(directories)
         raise
     finally:
         for resource in reversed(resources):
             resource.close()
+        for lock in locks:
+            lock.close()
         torch.use_deterministic_algorithms(was_deterministic)
-    return run_dir
+    return run_dir_of(methods[0].cfg)
+
+
+def _resumable(runs: List[SeedRun], record: Dict[str, Any]) -> Tuple[List[SeedRun], Dict[str, Any]]:
+    """The seeds of a stacked run that go on: all of them, but those whose metrics went non-finite
+    before (their directories keep their last good checkpoint). The others resume at one step."""
+    saved = [run.checkpoint for run in runs if run.checkpoint is not None]
+    if saved:
+        latest = max(saved, key=lambda checkpoint: checkpoint["step"])
+        record = latest.get("stack", record)
+    diverged = {int(seed) for seed in record["diverged"]}
+    live = [run for run in runs if run.cfg.seed not in diverged]
+    for run in runs:
+        if run.cfg.seed in diverged:
+            print(f"note: seed {run.cfg.seed} diverged before ({record['diverged'][run.cfg.seed]}): "
+                  f"{run.run_dir} keeps its last good checkpoint and the other seeds go on without it", flush=True)
+    if not live:
+        raise LSPCError("every seed of this stacked run diverged; there is nothing to resume")
+    steps = {run.cfg.seed: None if run.checkpoint is None else run.checkpoint["step"] for run in live}
+    if len(set(steps.values())) > 1:
+        raise LSPCError(f"the seeds' checkpoints are at different steps ({steps}); these directories were not "
+                        "written by one stacked run: resume each seed on its own")
+    return live, record
+
+
+def _sampler_generators(sampler: Sampler, stacked: bool) -> List[torch.Generator]:
+    return sampler.generators if stacked else [sampler.generator]
+
+
+def _noise_generators(agent: Any, stacked: bool) -> List[Optional[torch.Generator]]:
+    return agent.noise_generators if stacked else [None]
 
 
 def _missing_dirs(path: str) -> List[str]:
@@ -428,26 +581,58 @@ def _remove_created(directories: List[str]) -> None:
             break
 
 
-def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Evaluator], env: gym.Env, logger: RunLogger,
-          window: MetricsWindow, best: Dict[str, Any], start_step: int, checkpoint_dir: str,
+def _loop(method: Method, agent: Any, sampler: Sampler, evaluator: Optional[Evaluator], env: gym.Env,
+          runs: List[SeedRun], window: MetricsWindow, start_step: int, journal: Optional[str], stack_record: Dict[str, Any],
           resources: List[Any]) -> None:
+    """The steps of one run, or of a stacked run's seeds (``journal`` set): each seed logs, evaluates
+    and checkpoints into its own directory as its own run would."""
     cfg = method.cfg
+    stacked = journal is not None
+    generators, noise_generators = _sampler_generators(sampler, stacked), _noise_generators(agent, stacked)
+    seed_agents = agent.members if stacked else [agent]
     clock = PhaseClock(agent.device, start_step)
     saved = {"step": start_step, "time": time.monotonic()}
 
-    def save(step: int, files: List[str]) -> None:
-        window.check_finite()  # never save a diverged model
-        payload = {"step": step, "model": agent.state_dict(), "rng": capture_rng_state(agent.device, sampler.generator),
-                   "window": window.state_dict(), "best": best, "config": method.config_dict(),
-                   "wandb_id": logger.wandb_id}
-        for name in files:
-            path = os.path.join(checkpoint_dir, name)
-            try:
-                save_checkpoint(path, payload)
-            except OSError as err:
-                kept = f"checkpoint/{LATEST} of step {saved['step']} is kept" if saved["step"] else "no checkpoint was written yet"
-                raise CheckpointWriteError(f"could not write {path} at step {step} ({err.strerror or err}); "
-                                           f"training stopped, {kept}") from None
+    def check_finite() -> None:
+        """A seed whose metrics went non-finite stops there with its own error line, its directory
+        keeping its last good checkpoint; the other seeds train on. NonFiniteLoss when none is left."""
+        for run, message in zip(runs, window.nonfinite()):
+            if message and not run.diverged:
+                run.diverged = message
+                stack_record["diverged"][run.cfg.seed] = message
+                if stacked:
+                    print(f"error: seed {run.cfg.seed} diverged: {message}; {run.run_dir} keeps its last good "
+                          "checkpoint, the other seeds train on", file=sys.stderr, flush=True)
+        if all(run.diverged for run in runs):
+            raise NonFiniteLoss(runs[0].diverged if not stacked else "every seed diverged (see the lines above)")
+
+    def save(step: int, files: List[List[str]]) -> None:
+        """``files[k]``: seed k's checkpoint files of this step (the latest one last)."""
+        check_finite()  # never save a diverged model
+        states = agent.state_dicts() if stacked else [agent.state_dict()]
+        writes = []
+        for k, run in enumerate(runs):
+            if run.diverged:
+                continue
+            payload = {"step": step, "model": states[k],
+                       "rng": capture_rng_state(agent.device, generators[k], noise_generators[k]),
+                       "window": window.state_dict(k), "best": run.best, "config": run.method.config_dict(),
+                       "wandb_id": run.logger.wandb_id}
+            if stacked:
+                payload["stack"] = stack_record
+            writes += [(os.path.join(run.checkpoint_dir, name), payload) for name in files[k]]
+        path = ""
+        try:
+            if stacked:  # all seeds' files of this step, or none of them
+                save_checkpoints_together(writes, journal)
+            else:
+                for path, payload in writes:
+                    save_checkpoint(path, payload)
+        except OSError as err:
+            path = err.filename if stacked and err.filename else path
+            kept = f"checkpoint/{LATEST} of step {saved['step']} is kept" if saved["step"] else "no checkpoint was written yet"
+            raise CheckpointWriteError(f"could not write {path} at step {step} ({err.strerror or err}); "
+                                       f"training stopped, {kept}") from None
         saved.update(step=step, time=time.monotonic())
 
     def resource_entries(step: int) -> Dict[str, float]:
@@ -458,22 +643,32 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
         return entries
 
     def evaluate(step: int) -> None:
-        window.check_finite()  # never evaluate or save a diverged model
+        check_finite()  # never evaluate or save a diverged model
+        live = [k for k, run in enumerate(runs) if not run.diverged]
         with clock.timing("eval"):
-            seeds = episode_seeds(cfg.seed, cfg.eval_episodes)
-            scores = {key: summarize(env, evaluator.run(policy, seeds, cfg.seed, agent.device), cfg.cost_limit)
-                      for key, policy in agent.training_policies().items()}
-            entries = {}
-            for key, (prefix, _) in method.policies.items():
-                entries.update(eval_entries(prefix, scores[key]))  # the authors' release's names
-            logger.log(step, {**entries, **resource_entries(step)})
-            bar.set_postfix({f"{key or 'eval'}_{m}": round(scores[key][f"normalized_{m}"], 3)
+            scores: Dict[int, Dict[str, Dict[str, float]]] = {k: {} for k in live}
+            for key in method.policies:  # every live seed's episodes in one batch of envs
+                policies = [seed_agents[k].training_policies()[key] for k in live]
+                episodes = evaluator.run_groups(policies, [episode_seeds(runs[k].cfg.seed, cfg.eval_episodes)
+                                                           for k in live], [runs[k].cfg.seed for k in live],
+                                                agent.device)
+                for k, seed_episodes in zip(live, episodes):
+                    scores[k][key] = summarize(env, seed_episodes, cfg.cost_limit)
+            timing = resource_entries(step)
+            files: List[List[str]] = [[] for _ in runs]
+            for k in live:
+                run, entries = runs[k], {}
+                for key, (prefix, _) in method.policies.items():
+                    entries.update(eval_entries(prefix, scores[k][key]))  # the authors' release's names
+                run.logger.log(step, {**entries, **timing})
+                improved = [key for key in method.policies if better_than(scores[k][key], run.best[key])]
+                for key in improved:
+                    run.best[key] = {"step": step, **scores[k][key]}
+                # the latest checkpoint last: a model.pt at step N means every file of step N is written
+                files[k] = [method.policies[key][1] for key in improved] + [LATEST]
+            bar.set_postfix({f"{key or 'eval'}_{m}": round(scores[live[0]][key][f"normalized_{m}"], 3)
                              for key in method.policies for m in ("reward", "cost")})
-            improved = [key for key in method.policies if better_than(scores[key], best[key])]
-            for key in improved:
-                best[key] = {"step": step, **scores[key]}
-            # the latest checkpoint last: a model.pt at step N means every file of step N is written
-            save(step, [method.policies[key][1] for key in improved] + [LATEST])
+            save(step, files)
 
     bar = tqdm(range(start_step, cfg.max_timesteps), initial=start_step, total=cfg.max_timesteps,
                desc=method.label, mininterval=2.0, dynamic_ncols=True)
@@ -483,8 +678,13 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
         for step in range(start_step + 1, cfg.max_timesteps + 1):
             window.add(agent.train(sampler.sample(cfg.batch_size)), step)
             bar.update(1)
-            if step % cfg.log_every == 0:  # with no evaluations, the log points carry the throughput
-                logger.log(step, {**window.means(), **(resource_entries(step) if evaluator is None else {})})
+            if step % cfg.log_every == 0:
+                check_finite()
+                # with no evaluations, the log points carry the throughput
+                timing = resource_entries(step) if evaluator is None else {}
+                for run, means in zip(runs, window.seed_means()):
+                    if not run.diverged:
+                        run.logger.log(step, {**means, **timing})
             # read the flag once: a signal landing between two reads would stop without a checkpoint
             signum = stop.signum
             if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.max_timesteps):
@@ -492,9 +692,12 @@ def _loop(method: Method, agent: Agent, sampler: Sampler, evaluator: Optional[Ev
             elif (signum is not None or step == cfg.max_timesteps
                   or time.monotonic() - saved["time"] >= checkpoint_seconds):
                 with clock.timing("checkpoint"):
-                    save(step, [LATEST])
+                    save(step, [[LATEST]] * len(runs))
             if signum is not None:
                 raise Interrupted(signum, step)
+    diverged = [str(run.cfg.seed) for run in runs if run.diverged]
+    if diverged:
+        raise NonFiniteLoss(f"seed {', '.join(diverged)} diverged (the lines above); the other seeds finished")
 
 
 def run_training_cli(load_config_fn: Callable[[Optional[List[str]]], Any], method_cls: Callable[[Any], Method],

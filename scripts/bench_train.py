@@ -2,6 +2,8 @@
 
     python scripts/bench_train.py [--device cpu|cuda] [--task OfflineBallRun-v0] [--rounds 5] [--steps 50]
 
+    python scripts/bench_train.py --seeds N [--batch_size B] ...  # N seeds stacked (--seeds) against one
+
 (a) ``LSPC.train`` as the training loop calls it (metrics summed on the device, read rarely);
 (b) the same losses written straightforwardly here: separate Q networks, one Adam per network
 (PyTorch's default implementation), every logged value pulled to the host each step.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -150,7 +153,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="our step with torch.compile (TrainConfig.compile)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="measure the stacked step of this many seeds (train_lspc_iql.StackedLSPC) against "
+                             "our single-seed step instead: per-seed throughput, and kernel launches per seed-step "
+                             "counted on the virtual GPU (lspc/device_emulation.py)")
+    parser.add_argument("--batch_size", type=int, default=None, help="transitions per step (default: the config's)")
     args = parser.parse_args(argv)
+    if args.seeds is not None:
+        return bench_stacked(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -190,6 +200,84 @@ def main(argv: Optional[List[str]] = None) -> None:
                       "torch": torch.__version__, "batch_size": cfg.batch_size,
                       "ours_it_per_s": round(ours_rate, 2), "plain_it_per_s": round(plain_rate, 2),
                       "ratio": round(ours_rate / plain_rate, 3),
+                      **({"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+                         if device.type == "cuda" else {})}))
+
+
+def stacked_step(seeds: int, cfg: TrainConfig, state_dim: int, action_dim: int, device: torch.device):
+    """A StackedLSPC of ``seeds`` seeds (seed k initialised as --seed k) and its batches' sampler."""
+    from lspc.training import default_generator_copy
+    from train_lspc_iql import StackedLSPC
+
+    agents, noise = [], []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        agents.append(LSPC(state_dim, action_dim, 1.0, cfg, device))
+        noise.append(default_generator_copy(device))
+    return StackedLSPC(agents, noise)
+
+
+def stacked_batches(count: int, seeds: int, cfg: TrainConfig, state_dim: int, action_dim: int, device: torch.device):
+    batches = random_batches(count * seeds, cfg, state_dim, action_dim, device)
+    return [{key: torch.stack([b[key] for b in batches[i * seeds:(i + 1) * seeds]]) for key in batches[0]}
+            for i in range(count)]
+
+
+def launches_per_step(make_agent, make_batch) -> int:
+    """Kernel launches of one training step (after a warm-up step) on the virtual GPU."""
+    from lspc.device_emulation import VirtualCuda
+
+    with VirtualCuda() as cuda:
+        agent, batch = make_agent(torch.device("cuda")), make_batch(torch.device("cuda"))
+        agent.train(batch)
+        cuda.reset_counts()
+        agent.train(batch)
+        return sum(cuda.launches.values())
+
+
+def bench_stacked(args: argparse.Namespace) -> None:
+    device, seeds = torch.device(args.device), args.seeds
+    env = make_env(args.task)
+    state_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    cfg = TrainConfig(task=args.task, **TASK_OVERRIDES[args.task], compile=args.compile)
+    if args.batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=args.batch_size)
+    stack = stacked_step(seeds, cfg, state_dim, action_dim, device)
+    torch.manual_seed(0)
+    single = LSPC(state_dim, action_dim, 1.0, cfg, device)
+    batches = stacked_batches(args.steps, seeds, cfg, state_dim, action_dim, device)
+    single_batches = [{key: value[0] for key, value in batch.items()} for batch in batches]
+    windows = {"stacked": MetricsWindow(device, seeds), "single": MetricsWindow(device)}
+
+    def round_of(name: str) -> None:
+        agent, data = (stack, batches) if name == "stacked" else (single, single_batches)
+        for i, batch in enumerate(data):
+            windows[name].add(agent.train(batch), i)
+        windows[name].seed_means()
+
+    rates = {"stacked": [], "single": []}
+    for name in rates:
+        round_of(name)
+    for _ in range(args.rounds):
+        for name in rates:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            round_of(name)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            rates[name].append(args.steps / (time.perf_counter() - start))
+    stacked_rate, single_rate = statistics.median(rates["stacked"]), statistics.median(rates["single"])
+    small = dataclasses.replace(cfg, compile=False)
+    launches = launches_per_step(lambda d: stacked_step(seeds, small, state_dim, action_dim, d),
+                                 lambda d: stacked_batches(1, seeds, small, state_dim, action_dim, d)[0])
+    single_launches = launches_per_step(lambda d: LSPC(state_dim, action_dim, 1.0, small, d),
+                                        lambda d: random_batches(1, small, state_dim, action_dim, d)[0])
+    print(json.dumps({"task": args.task, "device": str(device), "threads": torch.get_num_threads(),
+                      "compile": args.compile, "torch": torch.__version__, "batch_size": cfg.batch_size, "seeds": seeds,
+                      "per_seed_it_per_s": round(stacked_rate * seeds, 2), "single_it_per_s": round(single_rate, 2),
+                      "speedup_per_seed": round(stacked_rate * seeds / single_rate, 3),
+                      "launches_per_seed_step": round(launches / seeds, 1), "single_launches_per_step": single_launches,
                       **({"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
                          if device.type == "cuda" else {})}))
 

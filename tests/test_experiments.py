@@ -53,7 +53,7 @@ def test_converse_swaps_the_two_weights_hand_computed(converse, cvae_weight, enc
     agent = constant_critics_agent(converse)
     batch = make_batch()
     torch.manual_seed(3)
-    _, weights, m = agent.critic_and_cvae_losses(batch)
+    _, weights, m = agent.critic_and_cvae_losses(batch, torch.randn(8, agent.cfg.latent_dim))
     # one weight for the whole batch: cvae_loss = w * (mean recon + 0.5 * mean KL)
     assert m["cvae_loss"].item() == pytest.approx(cvae_weight * (m["cvae_recon"].item() + 0.5 * m["cvae_kl"].item()),
                                                   rel=1e-5)
@@ -61,10 +61,9 @@ def test_converse_swaps_the_two_weights_hand_computed(converse, cvae_weight, enc
     # the logged weights are the same in both modes: they name the advantage, not the network it weighs
     assert m["reward_weight_mean"].item() == pytest.approx(math.e, rel=1e-6)
     assert m["cost_weight_mean"].item() == pytest.approx(math.exp(-1.2), rel=1e-6)
-    torch.manual_seed(4)
-    loss, _ = agent.safety_encoder_loss(batch, weights)
-    torch.manual_seed(4)
-    z = agent.safety_encoder.sample(batch["observations"], agent.cfg.max_latent_action)
+    noise = torch.randn(8, agent.cfg.latent_dim, generator=torch.Generator().manual_seed(4))
+    loss, _ = agent.safety_encoder_loss(batch, weights, noise)
+    z = agent.safety_encoder.sample(batch["observations"], agent.cfg.max_latent_action, noise)
     squared = (agent.cvae.decode(batch["observations"], z) - batch["actions"]).pow(2).sum(-1).mean()
     assert loss.item() == pytest.approx(encoder_weight * squared.item(), rel=1e-5)
 

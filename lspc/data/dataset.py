@@ -5,7 +5,7 @@ import contextlib
 import os
 import random
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import numpy as np
@@ -167,13 +167,15 @@ def episode_dones(data: Dict[str, np.ndarray], bootstrap_on_timeout: bool) -> np
 
 
 class TransitionBuffer:
-    """The whole dataset as tensors on the training device, sampled uniformly with its own generator."""
+    """The whole dataset as tensors on the training device, sampled uniformly with its own generator.
+    ``seed`` a list (several seeds trained as one stacked model): one copy of the data, one generator
+    per seed, seeded as that seed's own run seeds it, and batches of shape [seeds, batch_size, ...]."""
 
     def __init__(
         self,
         data: Dict[str, np.ndarray],
         device: torch.device,
-        seed: int,
+        seed: Union[int, Sequence[int]],
         *,
         reward_scale: float = 1.0,
         bootstrap_on_timeout: bool = False,
@@ -188,11 +190,20 @@ class TransitionBuffer:
         self.next_observations = as_tensor(data["next_observations"])
         self.dones = as_tensor(episode_dones(data, bootstrap_on_timeout))
         self.size = len(self.observations)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.stacked = not isinstance(seed, int)
+        self.generators = []
+        for each in seed if self.stacked else [seed]:
+            self.generators.append(torch.Generator(device=device))
+            self.generators[-1].manual_seed(each)
+        self.generator = self.generators[0]
 
     def sample(self, batch_size: int) -> Dict[str, torch.Tensor]:
-        idx = torch.randint(self.size, (batch_size,), generator=self.generator, device=self.observations.device)
+        device = self.observations.device
+        if self.stacked:
+            idx = torch.stack([torch.randint(self.size, (batch_size,), generator=g, device=device)
+                               for g in self.generators])
+        else:
+            idx = torch.randint(self.size, (batch_size,), generator=self.generator, device=device)
         return {
             "observations": self.observations[idx],
             "actions": self.actions[idx],

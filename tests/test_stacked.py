@@ -1,0 +1,229 @@
+"""--seeds: several seeds trained in one process as one stacked model (train_lspc_iql.StackedLSPC).
+Seed k of a stack is the run --seed k: the same initial parameters and batches bit for bit, the same
+parameters and losses after 200 steps up to the rounding of batched kernels, and its own run directory."""
+import os
+import random
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train_lspc_iql
+from conftest import ROOT, tiny_args
+from lspc.checkpoint import load_checkpoint
+from lspc.data.dataset import TransitionBuffer
+from lspc.evaluation import Evaluator, episode_seeds
+from lspc.run_logger import read_metrics
+from lspc.training import default_generator_copy
+from lspc_iql_configs import TrainConfig, load_config
+from test_faults import chaos, finish, start, without_timing
+from test_training import assert_same_state, run_dir_of
+from train_lspc_iql import LSPC, StackedLSPC
+
+STATE_DIM, ACTION_DIM, SEEDS = 6, 2, (0, 1, 3)
+# Measured (200 CPU steps, hidden 32, batch 64, three seeds): parameters differ from the single-seed runs'
+# by at most 6e-8, logged losses by at most 3e-7 relative. The bounds below leave a margin of ~15x.
+PARAM_ATOL, METRIC_RTOL = 1e-6, 5e-6
+CFG = TrainConfig(hidden_dim=32, latent_dim=8, batch_size=64)
+
+
+def data(size=500):
+    g = torch.Generator().manual_seed(7)
+    return {"observations": torch.randn(size, STATE_DIM, generator=g).numpy(),
+            "actions": (torch.rand(size, ACTION_DIM, generator=g) * 2 - 1).numpy(),
+            "rewards": torch.randn(size, generator=g).numpy(), "costs": torch.rand(size, generator=g).numpy(),
+            "next_observations": torch.randn(size, STATE_DIM, generator=g).numpy(),
+            "terminals": np.zeros(size), "timeouts": np.zeros(size)}
+
+
+def single_run(seed):
+    """What train() does for --seed k: seed, sampler, agent; then the steps draw from the global stream."""
+    torch.manual_seed(seed)
+    sampler = TransitionBuffer(data(), torch.device("cpu"), seed)
+    return LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, torch.device("cpu")), sampler
+
+
+def stacked_run(seeds):
+    agents, noise = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        agents.append(LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, torch.device("cpu")))
+        noise.append(default_generator_copy(torch.device("cpu")))
+    return StackedLSPC(agents, noise), TransitionBuffer(data(), torch.device("cpu"), list(seeds))
+
+
+def test_a_stacked_seed_is_its_single_seed_run():
+    stack, stacked_sampler = stacked_run(SEEDS)
+    states = stack.state_dicts()
+    singles = [single_run(seed) for seed in SEEDS]
+    for (agent, sampler), state in zip(singles, states):
+        assert_same_state(agent.state_dict(), state)  # initial parameters and Adam states, bit for bit
+    stacked_metrics = []
+    for _ in range(200):
+        batch = stacked_sampler.sample(CFG.batch_size)
+        stacked_metrics.append(stack.train(batch))
+    assert stacked_sampler.sample(CFG.batch_size)["observations"].shape == (len(SEEDS), CFG.batch_size, STATE_DIM)
+    states = stack.state_dicts()
+    for k, (agent, sampler) in enumerate(singles):
+        torch.set_rng_state(stack_noise_start(SEEDS[k]))
+        for step in range(200):
+            metrics = agent.train(sampler.sample(CFG.batch_size))
+            for name, value in metrics.items():
+                assert stacked_metrics[step][name][k].item() == pytest.approx(value.item(), rel=METRIC_RTOL, abs=1e-7), \
+                    (SEEDS[k], step, name)
+        for module, tensors in agent.state_dict().items():
+            if module.endswith("_optimizer"):
+                continue
+            for key, tensor in tensors.items():
+                assert torch.allclose(tensor, states[k][module][key], rtol=0, atol=PARAM_ATOL), (SEEDS[k], module, key)
+    # the batches: each seed's indices are its single run's, bit for bit
+    _, fresh = stacked_run(SEEDS)
+    stacked_batch = fresh.sample(CFG.batch_size)
+    for k, seed in enumerate(SEEDS):
+        alone = TransitionBuffer(data(), torch.device("cpu"), seed).sample(CFG.batch_size)
+        for key, value in alone.items():
+            assert torch.equal(stacked_batch[key][k], value), (seed, key)
+
+
+def stack_noise_start(seed):
+    torch.manual_seed(seed)
+    LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, torch.device("cpu"))
+    return torch.get_rng_state()
+
+
+def test_no_gradient_crosses_seeds():
+    """Seed 1's batch replaced by another (and its noise): seed 0's parameters after three steps are the same bit for bit."""
+    results = []
+    for other_batch in (False, True):
+        stack, sampler = stacked_run((0, 1))
+        for _ in range(3):
+            batch = sampler.sample(CFG.batch_size)
+            if other_batch:
+                batch = {key: torch.cat([value[:1], value[1:].flip(1) * 3 + 1]) for key, value in batch.items()}
+                stack.noise_generators[1].manual_seed(99)
+            stack.train(batch)
+        results.append(stack.state_dicts())
+    assert_same_state(results[0][0], results[1][0])
+    assert not torch.equal(results[0][1]["value"]["v.0.weight"], results[1][1]["value"]["v.0.weight"])
+
+
+def test_stacked_evaluation_plays_each_seeds_episodes_as_alone(ballrun_env):
+    evaluator = Evaluator("OfflineBallRun-v0", 30, 4)
+    agents = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        agents.append(LSPC.for_env(ballrun_env, CFG, torch.device("cpu")))
+    seeds = [episode_seeds(seed, 2) for seed in (0, 1)]
+    together = evaluator.run_groups([agent.act_lspc_o for agent in agents], seeds, [0, 1], torch.device("cpu"))
+    for agent, group, seed, result in zip(agents, seeds, (0, 1), together):
+        alone = evaluator.run(agent.act_lspc_o, group, seed, torch.device("cpu"))
+        for key in alone:
+            assert np.array_equal(alone[key], result[key]), key
+    assert not np.array_equal(together[0]["reward"], together[1]["reward"])
+    evaluator.close()
+
+
+def stacked_args(ballrun_file, logdir, seeds, **overrides):
+    args = tiny_args(ballrun_file, logdir, name="lspc_iql", **overrides)
+    return [*args, "--seeds", *map(str, seeds)]
+
+
+def test_four_seeds_write_four_ordinary_run_directories(ballrun_file, tmp_path):
+    seeds = (0, 1, 2, 5)
+    first = train_lspc_iql.train(load_config(stacked_args(ballrun_file, tmp_path / "stack", seeds)))
+    assert first == run_dir_of(tmp_path / "stack", "lspc_iql-seed0")
+    for seed in seeds:
+        stacked = run_dir_of(tmp_path / "stack", f"lspc_iql-seed{seed}")
+        alone = train_lspc_iql.train(load_config(tiny_args(ballrun_file, tmp_path / "alone", seed=seed)))
+        assert sorted(os.listdir(os.path.join(stacked, "checkpoint"))) == sorted(os.listdir(os.path.join(alone, "checkpoint")))
+        a, b = (load_checkpoint(os.path.join(d, "checkpoint", "model.pt")) for d in (stacked, alone))
+        assert a["step"] == b["step"] == 20 and a["config"]["seed"] == seed and a["model"].keys() == b["model"].keys()
+        for module, tensors in b["model"].items():
+            if not module.endswith("_optimizer"):
+                for key, tensor in tensors.items():
+                    assert torch.allclose(a["model"][module][key], tensor, rtol=0, atol=PARAM_ATOL), (seed, module, key)
+        assert_same_state(a["rng"]["sampler"], b["rng"]["sampler"])
+        rows_a, rows_b = without_timing(read_metrics(stacked)), without_timing(read_metrics(alone))
+        assert [row["step"] for row in rows_a] == [row["step"] for row in rows_b]
+        for row_a, row_b in zip(rows_a, rows_b):
+            assert row_a.keys() == row_b.keys()
+            for key in row_b:
+                assert row_a[key] == pytest.approx(row_b[key], rel=METRIC_RTOL, abs=1e-6), (seed, row_b["step"], key)
+        with open(os.path.join(stacked, "config.yaml")) as f:
+            assert f"seed: {seed}\n" in f.read()
+
+
+def test_stacked_resume_is_bit_exact_and_a_sigkilled_stack_resumes_bit_exact(ballrun_file, tmp_path):
+    schedule = dict(max_timesteps=300, eval_every=100, log_every=10, eval_episodes=1, checkpoint_every_minutes=0.0005)
+
+    def command(logdir):
+        return [sys.executable, "train_lspc_iql.py", *stacked_args(ballrun_file, logdir, (0, 2), **schedule)]
+
+    assert finish(start(command(tmp_path / "straight"))) == 0
+    chaos(command(tmp_path / "chaos"), run_dir_of(tmp_path / "chaos", "lspc_iql-seed0"), kills=3,
+          rng=random.Random("chaos-stacked"), max_timesteps=schedule["max_timesteps"])
+    for seed in (0, 2):
+        straight, chaotic = (run_dir_of(tmp_path / d, f"lspc_iql-seed{seed}") for d in ("straight", "chaos"))
+        a, b = (load_checkpoint(os.path.join(d, "checkpoint", "model.pt")) for d in (straight, chaotic))
+        assert a["step"] == b["step"] == 300
+        for key in ("model", "rng", "window", "best", "stack"):
+            assert_same_state(a[key], b[key], key)
+        assert without_timing(read_metrics(chaotic)) == without_timing(read_metrics(straight))
+        for best in ("model_best_o.pt", "model_best_s.pt"):
+            assert_same_state(load_checkpoint(os.path.join(straight, "checkpoint", best))["model"],
+                              load_checkpoint(os.path.join(chaotic, "checkpoint", best))["model"], best)
+        assert not [f for f in os.listdir(os.path.join(chaotic, "checkpoint")) if f.startswith(".tmp-")]
+
+
+def test_a_diverged_seed_stops_alone_and_the_others_train_on(ballrun_file, tmp_path, monkeypatch, capsys):
+    original = StackedLSPC.train
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 13:  # seed 1's reward V goes NaN at step 13
+            with torch.no_grad():
+                self.params["value.v.0.weight"][1].fill_(float("nan"))
+        return original(self, batch)
+
+    monkeypatch.setattr(StackedLSPC, "train", poisoned)
+    with pytest.raises(SystemExit) as exit_info:
+        train_lspc_iql.main(stacked_args(ballrun_file, tmp_path, (0, 1, 2), max_timesteps=30))
+    assert exit_info.value.code == 1
+    errors = re.findall(r"error: [^\r\n]*", capsys.readouterr().err)  # (the progress bar shares stderr)
+    assert errors[0].startswith("error: seed 1 diverged: value_loss became NaN or infinite at step 13;"), errors
+    assert len(errors) == 2 and "seed 1 diverged" in errors[1], errors
+    steps = {seed: load_checkpoint(os.path.join(run_dir_of(tmp_path, f"lspc_iql-seed{seed}"), "checkpoint",
+                                                "model.pt"))["step"] for seed in (0, 1, 2)}
+    assert steps == {0: 30, 1: 10, 2: 30}
+    assert max(row["step"] for row in read_metrics(run_dir_of(tmp_path, "lspc_iql-seed1"))) == 10
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "0", "1", "0"], "error: --seeds lists seed 0 twice; give each seed once"),
+    (["--seeds", "0", "1", "--seed", "3"], "error: --seeds trains several seeds in one process, --seed one: give one of them"),
+    (["--seeds", "0", "1", "--data_ratio", "0.5"], "error: --data_ratio draws each seed's data with its seed"),
+])
+def test_bad_seeds_get_one_line(ballrun_file, tmp_path, flags, message):
+    args = [*tiny_args(ballrun_file, tmp_path, name="lspc_iql"), *flags]
+    proc = subprocess.run([sys.executable, "train_lspc_iql.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not os.path.exists(tmp_path / "OfflineBallRun-v0-cost-10")
+
+
+def test_resuming_a_stack_with_other_seeds_is_refused(ballrun_file, tmp_path):
+    train_lspc_iql.train(load_config(stacked_args(ballrun_file, tmp_path, (0, 1), max_timesteps=10)))
+    run_dir = run_dir_of(tmp_path, "lspc_iql-seed1")
+    for flags, message in ((["--seeds", "0", "2"], f"--resume {run_dir} is a stacked run of seeds [0, 1], not [0, 2]"),
+                           (["--seed", "1"], f"--resume {run_dir} is a stacked run of seeds [0, 1]: resume it without --seed")):
+        with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_config(["--resume", run_dir, *flags])
+    # from any seed's directory, the whole stack goes on
+    train_lspc_iql.train(load_config(["--resume", run_dir, "--max_timesteps", "20"]))
+    for seed in (0, 1):
+        assert load_checkpoint(os.path.join(run_dir_of(tmp_path, f"lspc_iql-seed{seed}"), "checkpoint",
+                                            "model.pt"))["step"] == 20
