@@ -168,7 +168,7 @@ def test_unknown_task_lists_known_tasks():
     "argv, words",
     [
         (["--vae_clamper=-0.1"], ["vae_clamper", "positive", "-0.1"]),
-        (["--eval_every", "0"], ["eval_every", "positive", "0"]),
+        (["--eval_every", "-1"], ["eval_every", ">= 0", "-1"]),
         (["--batch_size", "0"], ["batch_size", "positive", "0"]),
         (["--iql_tau", "1.0"], ["iql_tau", "(0, 1)", "1.0"]),
         (["--lspc_s_sampling", "box"], ["lspc_s_sampling", "clamp", "tanh", "truncated", "'box'"]),
