@@ -1,6 +1,7 @@
 """--seeds: several seeds trained in one process as one stacked model (train_lspc_iql.StackedLSPC).
 Seed k of a stack is the run --seed k: the same initial parameters and batches bit for bit, the same
 parameters and losses after 200 steps up to the rounding of batched kernels, and its own run directory."""
+import json
 import os
 import random
 import re
@@ -227,3 +228,32 @@ def test_resuming_a_stack_with_other_seeds_is_refused(ballrun_file, tmp_path):
     for seed in (0, 1):
         assert load_checkpoint(os.path.join(run_dir_of(tmp_path, f"lspc_iql-seed{seed}"), "checkpoint",
                                             "model.pt"))["step"] == 20
+
+
+def test_eval_lspc_plays_a_stacks_seeds_in_one_batch_and_each_scores_as_alone(ballrun_file, tmp_path, monkeypatch):
+    """eval_lspc.py with several run directories: one batched pass (seeds x episodes) per policy and
+    restriction value, and each seed's results.json equal, bit for bit, to evaluating its run alone."""
+    import eval_lspc
+    from lspc.evaluation import Evaluator
+
+    train_lspc_iql.train(load_config(stacked_args(ballrun_file, tmp_path, (0, 1))))
+    run_dirs = [run_dir_of(tmp_path, f"lspc_iql-seed{seed}") for seed in (0, 1)]
+    flags = ["--eval_episodes", "2", "--seed", "3", "--eps_o", "0.3", "--no_figures", "--vector", "lockstep"]
+    batches = []
+    run_groups = Evaluator.run_groups
+
+    def counted(self, policies, seeds, policy_seeds, device):
+        batches.append(len(policies))
+        return run_groups(self, policies, seeds, policy_seeds, device)
+
+    monkeypatch.setattr(Evaluator, "run_groups", counted)
+    eval_lspc.main([*run_dirs, *flags])
+    assert batches == [2] * 4  # lspc-o, lspc-s, cvae and one restriction value, both seeds in each batch
+    together = [json.load(open(os.path.join(d, "eval", "results.json"))) for d in run_dirs]
+    batches.clear()
+    for run_dir, results in zip(run_dirs, together):
+        eval_lspc.main(["--path", run_dir, *flags])
+        assert json.load(open(os.path.join(run_dir, "eval", "results.json"))) == results
+    assert batches == [1] * 8
+    assert [results["train_seed"] for results in together] == [0, 1]
+    assert together[0]["policies"]["lspc-o"]["episodes"] != together[1]["policies"]["lspc-o"]["episodes"]
