@@ -584,7 +584,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
     evaluations = len(results[0]["policies"]) + sum(len(s["points"]) for s in results[0].get("sweep", {}).values())
     together = f" of each of {len(runs)} runs, side by side," if len(runs) > 1 else ""
-    print(f"{evaluations} evaluations of {args.eval_episodes} episodes{together} in {elapsed:.1f} s (--vector {vector})")
+    print(f"{evaluations} evaluations of {args.eval_episodes} episodes{together} in {elapsed:.1f} s "
+          f"(--vector {vector})")
     for line in written:
         print(f"wrote {line}")
 
