@@ -8,6 +8,13 @@
 
 (``--path RUN_DIR`` works as well as the positional run directory.)
 
+Several run directories of one task and method (the seeds of a stacked run, ``train_lspc_iql.py
+--seeds 0 1 2``, or any runs of one configuration) are evaluated in one batched pass, seeds x episodes:
+every run's policy plays the same seeded episodes with its own noise generator, in rows of its own,
+so each run's results equal those of evaluating it alone; each run gets its own eval/ as below.
+
+    python eval_lspc.py logs/OfflineBallRun-v0-cost-10/lspc_iql-seed{0,1,2} [flags as above]
+
 Rebuilds the model from the run directory's config.yaml and checkpoint, runs seeded episodes of
 each policy once, and scores them at every cost threshold of the task's suite (LSPC ignores the
 threshold during training). --eps_s / --eps_o evaluate LSPC-S / LSPC-O again with other
@@ -236,63 +243,109 @@ def evaluate(run: LoadedRun, policies: Optional[Sequence[str]] = None, threshold
     (common random numbers). ``vector`` None: sync, or async for MetaDrive (one env per process);
     every mode gives the same numbers. ``eval_task``: episodes of that task instead (same spaces),
     normalized with its reference returns."""
-    cfg = run.cfg
+    return evaluate_runs([run], policies, thresholds, eval_episodes, seed, vector, eps_s, eps_o, eval_task)[0]
+
+
+def check_together(runs: Sequence[LoadedRun]) -> None:
+    """Runs evaluated in one batched pass: distinct run directories of one task and one method (the
+    seeds of a stacked run, or any runs of one configuration), so their policies play one batch of envs."""
+    first = runs[0]
+    paths = [os.path.realpath(run.path) for run in runs]
+    repeated = next((run.path for run, path in zip(runs, paths) if paths.count(path) > 1), None)
+    if repeated is not None:
+        raise LSPCError(f"{repeated} is given twice; give each run directory once")
+    for run in runs[1:]:
+        if (run.cfg.task, run.cfg.episode_len, run.algo) != (first.cfg.task, first.cfg.episode_len, first.algo):
+            raise LSPCError(f"runs evaluated together play one batch of episodes, so they need one task and method: "
+                            f"{run.path} is {run.algo or 'lspc'} on {run.cfg.task}, {first.path} is "
+                            f"{first.algo or 'lspc'} on {first.cfg.task}; evaluate them one by one")
+
+
+def evaluate_runs(runs: Sequence[LoadedRun], policies: Optional[Sequence[str]] = None,
+                  thresholds: Optional[Sequence[float]] = None, eval_episodes: int = 20, seed: int = 0,
+                  vector: Optional[str] = None, eps_s: Sequence[float] = (), eps_o: Sequence[float] = (),
+                  eval_task: Optional[str] = None) -> List[Dict]:
+    """``evaluate`` of several runs of one task and method in one batched pass (seeds x episodes): each
+    run's policy plays the same seeded episodes with a generator of its own seeded as alone, in rows of
+    its own (``Evaluator.run_groups``), so each run's results are those it gets evaluated alone."""
+    check_together(runs)
+    cfg = runs[0].cfg
     if eval_task is not None and eval_task != cfg.task:
-        env = transfer_env(run, eval_task)
+        envs: List[gym.Env] = []
         try:  # the same evaluation, with the other task's env, time limit and thresholds
-            transferred = dataclasses.replace(run, env=env, method=copy.copy(run.method))
-            transferred.method.cfg = dataclasses.replace(
-                cfg, task=eval_task, episode_len=TASK_OVERRIDES[eval_task].get("episode_len", cfg.episode_len))
-            return {**evaluate(transferred, policies, thresholds, eval_episodes, seed, vector, eps_s, eps_o),
-                    "trained_task": cfg.task}
+            transferred = []
+            for run in runs:
+                envs.append(transfer_env(run, eval_task))
+                transferred.append(dataclasses.replace(run, env=envs[-1], method=copy.copy(run.method)))
+                transferred[-1].method.cfg = dataclasses.replace(
+                    run.cfg, task=eval_task,
+                    episode_len=TASK_OVERRIDES[eval_task].get("episode_len", run.cfg.episode_len))
+            results = evaluate_runs(transferred, policies, thresholds, eval_episodes, seed, vector, eps_s, eps_o)
+            return [{**result, "trained_task": run.cfg.task} for run, result in zip(runs, results)]
         finally:
-            env.close()
+            for env in envs:
+                env.close()
     sweeps = {policy: list(values) for policy, values in (("lspc-s", eps_s), ("lspc-o", eps_o)) if values}
-    if sweeps and run.algo is not None:
+    if sweeps and runs[0].algo is not None:
         flags = " and ".join(flag for flag, values in (("--eps_s", eps_s), ("--eps_o", eps_o)) if values)
-        raise LSPCError(f"only LSPC runs take {flags}; {run.path} is a {run.algo} run")
-    thresholds = run_thresholds(run, thresholds)
-    _check_arguments(thresholds, eval_episodes, seed, sweeps)
-    scored = run.agent.evaluation_policies(thresholds)
-    names = list(dict.fromkeys(name for name, *_ in scored))
+        raise LSPCError(f"only LSPC runs take {flags}; {runs[0].path} is a {runs[0].algo} run")
+    kappas = [run_thresholds(run, thresholds) for run in runs]
+    for run_kappas in kappas:
+        _check_arguments(run_kappas, eval_episodes, seed, sweeps)
+    # per run: (name, policy, thresholds, notes); runs of one method list the same names in the same order
+    scored = [run.agent.evaluation_policies(run_kappas) for run, run_kappas in zip(runs, kappas)]
+    names = list(dict.fromkeys(name for name, *_ in scored[0]))
     unknown = [name for name in policies or () if name not in names]
     if unknown:
-        raise LSPCError(f"unknown policies {unknown}; {run.path} has the policies {names}")
+        raise LSPCError(f"unknown policies {unknown}; {runs[0].path} has the policies {names}")
     chosen = list(policies or names)
     seeds = episode_seeds(seed, eval_episodes)
-    evaluator = Evaluator(cfg.task, cfg.episode_len, eval_episodes,
-                          choose_vector(cfg.task, vector, eval_episodes, in_process="sync"))
+    evaluator = Evaluator(cfg.task, cfg.episode_len, eval_episodes * len(runs),
+                          choose_vector(cfg.task, vector, eval_episodes * len(runs), in_process="sync"))
 
-    def score(policy, kappas: Sequence[float]) -> Dict:
-        return score_at_thresholds(run.env, evaluator.run(policy, seeds, seed, run.agent.device), kappas)
+    def score(acting: Sequence[Any], run_kappas: Sequence[Sequence[float]]) -> List[Dict]:
+        """Run k's policy ``acting[k]`` scored at ``run_kappas[k]``; every run's episodes in one batch."""
+        episodes = evaluator.run_groups(acting, [seeds] * len(runs), [seed] * len(runs), runs[0].agent.device)
+        return [score_at_thresholds(run.env, run_episodes, at)
+                for run, run_episodes, at in zip(runs, episodes, run_kappas)]
 
-    results = {"task": cfg.task, "trained_task": cfg.task, "run": os.path.abspath(run.path),
-               "checkpoint": run.checkpoint, "step": run.step,
-               "train_seed": cfg.seed, "seed": seed, "episodes": eval_episodes, "thresholds": thresholds,
-               "device": cfg.device}
-    if run.algo is None:
-        results["restriction"] = {"eps_s": cfg.vae_clamper, "eps_o": cfg.max_latent_action,
-                                  "lspc_s_sampling": cfg.lspc_s_sampling, "lspc_o_sampling": cfg.lspc_o_sampling}
-    else:
-        results.update(algo=run.algo, cost_limit=cfg.cost_limit, per_threshold=trained_per_threshold(run.algo))
+    results = []
+    for run, run_kappas in zip(runs, kappas):
+        result = {"task": run.cfg.task, "trained_task": run.cfg.task, "run": os.path.abspath(run.path),
+                  "checkpoint": run.checkpoint, "step": run.step, "train_seed": run.cfg.seed, "seed": seed,
+                  "episodes": eval_episodes, "thresholds": run_kappas, "device": run.cfg.device}
+        if run.algo is None:
+            result["restriction"] = {"eps_s": run.cfg.vae_clamper, "eps_o": run.cfg.max_latent_action,
+                                     "lspc_s_sampling": run.cfg.lspc_s_sampling,
+                                     "lspc_o_sampling": run.cfg.lspc_o_sampling}
+        else:
+            result.update(algo=run.algo, cost_limit=run.cfg.cost_limit, per_threshold=trained_per_threshold(run.algo))
+        results.append(result)
     try:
-        entries: Dict[str, Dict] = {}
-        for name, policy, kappas, notes in scored:
+        entries: List[Dict[str, Dict]] = [{} for _ in runs]
+        for rows in zip(*scored):  # the same policy of every run
+            name = rows[0][0]
             if name in chosen:
-                entries[name] = _merge(entries.get(name), score(policy, kappas), notes)
-        results["policies"] = {name: entries[name] for name in chosen}
-        if sweeps:
-            results["sweep"] = {}
-            acts = dict((name, policy) for name, policy, *_ in scored)
-            for policy, values in sweeps.items():
-                field = SWEEP_FIELDS[policy]
-                trained = getattr(cfg, field)
-                points = []
-                for eps in values:
-                    with acting_with(run.agent, **{field: eps}):
-                        points.append({"eps": eps, **score(acts[policy], thresholds)})
-                results["sweep"][policy] = {"parameter": field, "trained_eps": trained,
-                                            "note": SWEEP_NOTES[policy].format(trained=trained), "points": points}
+                for run_entries, (_, _, _, notes), scores in zip(entries, rows, score([row[1] for row in rows],
+                                                                                      [row[2] for row in rows])):
+                    run_entries[name] = _merge(run_entries.get(name), scores, notes)
+        for result, run_entries in zip(results, entries):
+            result["policies"] = {name: run_entries[name] for name in chosen}
+        for policy, values in sweeps.items():
+            field = SWEEP_FIELDS[policy]
+            acting = [dict((name, act) for name, act, *_ in run_scored)[policy] for run_scored in scored]
+            points: List[List[Dict]] = [[] for _ in runs]
+            for eps in values:
+                with contextlib.ExitStack() as stack:
+                    for run in runs:
+                        stack.enter_context(acting_with(run.agent, **{field: eps}))
+                    for run_points, scores in zip(points, score(acting, kappas)):
+                        run_points.append({"eps": eps, **scores})
+            for result, run, run_points in zip(results, runs, points):
+                trained = getattr(run.cfg, field)
+                result.setdefault("sweep", {})[policy] = {
+                    "parameter": field, "trained_eps": trained, "note": SWEEP_NOTES[policy].format(trained=trained),
+                    "points": run_points}
     finally:
         evaluator.close()
     return results
@@ -449,12 +502,34 @@ def write_figures(run: LoadedRun, results: Dict, out_dir: str, state_step: int) 
     return written
 
 
+def write_outputs(run: LoadedRun, results: Dict, args: argparse.Namespace) -> str:
+    """One run's results.json, results.md, figures and wandb summary; returns what was written, in words."""
+    transfer = results["task"] != run.cfg.task
+    # a transfer never replaces the run's own results (the sweep reads eval/results.json)
+    out_dir = os.path.join(run.path, "eval", *(("transfer", results["task"]) if transfer else ()))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise LSPCError(f"cannot write the results to {out_dir} ({err.strerror})") from None
+    table = markdown_table(results)
+    atomic_write_bytes(os.path.join(out_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=2).encode()))
+    atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
+    print(table)
+    figures = [] if args.no_figures or run.algo is not None or transfer else write_figures(
+        run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
+    summarized = write_wandb_summary(run, results, args.wandb_mode)
+    return (", ".join([f"{out_dir}/results.json", "results.md"] + [os.path.basename(f) for f in figures])
+            + (f" and the wandb summary of run {run.wandb_id}" if summarized else ""))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("run_dir", nargs="?",
-                        help="a run directory written by train_lspc_iql.py or scripts/train_baseline.py")
-    parser.add_argument("--path", help="the run directory, instead of the positional argument")
+    parser.add_argument("run_dirs", nargs="*", metavar="run_dir",
+                        help="a run directory written by train_lspc_iql.py or scripts/train_baseline.py; several "
+                             "(of one task and method, e.g. the seeds of a stacked run) play in one batched pass")
+    parser.add_argument("--path", action="append", default=[],
+                        help="a run directory, instead of the positional arguments; repeatable")
     parser.add_argument("--checkpoint", default="latest",
                         help="LSPC runs: latest, best_o or best_s; baseline runs: latest or best")
     parser.add_argument("--policies", nargs="+", default=None,
@@ -481,46 +556,38 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="the per-threshold results also go to the summary of the run's wandb run "
                              "(default: the mode it trained with; none when it trained with wandb disabled)")
     args = parser.parse_args(argv)
-    if (args.run_dir is None) == (args.path is None):
-        parser.error("give the run directory once: as the positional argument or as --path")
-    path = args.run_dir or args.path
+    if bool(args.run_dirs) == bool(args.path):
+        parser.error("give the run directories once: as positional arguments or with --path")
+    paths = args.run_dirs or args.path
+    runs: List[LoadedRun] = []
     try:
         if args.state_step is not None and args.state_step < 0:
             raise LSPCError(f"--state_step must be >= 0, got {args.state_step}")
-        run = load_run(path, args.checkpoint, args.device)
         try:
-            if run.algo is not None and args.state_step is not None:
-                raise LSPCError(f"--state_step applies to LSPC runs (their action-space figure); {path} is a "
-                                f"{run.algo} run")
-            vector = choose_vector(run.cfg.task, args.vector, args.eval_episodes, in_process="sync")
+            for path in paths:
+                runs.append(load_run(path, args.checkpoint, args.device))
+                if runs[-1].algo is not None and args.state_step is not None:
+                    raise LSPCError(f"--state_step applies to LSPC runs (their action-space figure); {path} is a "
+                                    f"{runs[-1].algo} run")
+            episodes = args.eval_episodes * len(runs)
+            vector = choose_vector(runs[0].cfg.task, args.vector, episodes, in_process="sync")
             start = time.perf_counter()
-            results = evaluate(run, args.policies, args.cost_limits, args.eval_episodes, args.seed, vector,
-                               args.eps_s, args.eps_o, args.eval_task)
+            results = evaluate_runs(runs, args.policies, args.cost_limits, args.eval_episodes, args.seed, vector,
+                                    args.eps_s, args.eps_o, args.eval_task)
             elapsed = time.perf_counter() - start
-            transfer = results["task"] != run.cfg.task
-            # a transfer never replaces the run's own results (the sweep reads eval/results.json)
-            out_dir = os.path.join(path, "eval", *(("transfer", results["task"]) if transfer else ()))
-            try:
-                os.makedirs(out_dir, exist_ok=True)
-            except OSError as err:
-                raise LSPCError(f"cannot write the results to {out_dir} ({err.strerror})") from None
-            table = markdown_table(results)
-            atomic_write_bytes(os.path.join(out_dir, "results.json"),
-                               lambda f: f.write(json.dumps(results, indent=2).encode()))
-            atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(table.encode()))
-            print(table)
-            figures = [] if args.no_figures or run.algo is not None or transfer else write_figures(
-                run, results, out_dir, run.cfg.episode_len // 2 if args.state_step is None else args.state_step)
-            summarized = write_wandb_summary(run, results, args.wandb_mode)
+            written = [write_outputs(run, run_results, args) for run, run_results in zip(runs, results)]
         finally:
-            run.close()
+            for run in runs:
+                run.close()
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    runs = len(results["policies"]) + sum(len(s["points"]) for s in results.get("sweep", {}).values())
-    print(f"{runs} evaluations of {args.eval_episodes} episodes in {elapsed:.1f} s (--vector {vector})")
-    print("wrote " + ", ".join([f"{out_dir}/results.json", "results.md"] + [os.path.basename(f) for f in figures])
-          + (f" and the wandb summary of run {run.wandb_id}" if summarized else ""))
+    evaluations = len(results[0]["policies"]) + sum(len(s["points"]) for s in results[0].get("sweep", {}).values())
+    together = f" of each of {len(runs)} runs, side by side," if len(runs) > 1 else ""
+    print(f"{evaluations} evaluations of {args.eval_episodes} episodes{together} in {elapsed:.1f} s "
+          f"(--vector {vector})")
+    for line in written:
+        print(f"wrote {line}")
 
 
 if __name__ == "__main__":

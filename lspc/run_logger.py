@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from lspc import LSPCError
+
 WANDB_MODES = ("online", "offline", "disabled")
 RAW_EVAL_METRICS = ("reward", "cost", "length")  # logged with their standard deviation over episodes
 NORMALIZED_EVAL_METRICS = ("reward", "cost")
@@ -94,9 +96,15 @@ class RunLogger:
 
 
 def _wandb_init(settings: Dict[str, Any]):
+    """wandb.init, or one line saying why it failed (LSPCError)."""
     import wandb
 
-    return wandb.init(**settings)
+    try:
+        return wandb.init(**settings)
+    except Exception as err:  # wandb's own errors (no API key, no network) have no common base class
+        raise LSPCError(f"wandb could not start the run {settings['name']} ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else 'no message'}); log in with `wandb login`, or "
+                        "train with --wandb_mode offline or disabled") from None
 
 
 def _wandb_child(settings: Dict[str, Any], rows, reply) -> None:
@@ -104,10 +112,17 @@ def _wandb_child(settings: Dict[str, Any], rows, reply) -> None:
     import queue
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which finishes the run
+    # Ctrl-C reaches the whole process group and Slurm's SIGTERM every process of the job: the parent
+    # stops at its next step, logs what it has and finishes this run, which must live until then
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     parent = os.getppid()
-    run = _wandb_init(settings)
-    reply.put(run.id)
+    try:
+        run = _wandb_init(settings)
+    except LSPCError as err:
+        reply.put(("error", str(err)))
+        return
+    reply.put(("id", run.id))
     while True:
         try:
             row = rows.get(timeout=5.0)
@@ -126,19 +141,34 @@ class _WandbProcess:
 
     def __init__(self, settings: Dict[str, Any]) -> None:
         import multiprocessing
+        import queue
 
         context = multiprocessing.get_context("spawn")
         self._rows, reply = context.Queue(), context.Queue()
         self._process = context.Process(target=_wandb_child, args=(settings, self._rows, reply), daemon=True)
         self._process.start()
-        self.id = reply.get(timeout=300)
+        try:
+            kind, self.id = reply.get(timeout=300)
+        except queue.Empty:
+            kind, self.id = "error", f"wandb did not start the run {settings['name']} in 300 s"
+        if kind == "error":
+            self._end(timeout=5)
+            raise LSPCError(self.id)
 
     def log(self, metrics: Dict[str, float], step: int) -> None:
         self._rows.put((step, metrics))
 
     def finish(self) -> None:
         self._rows.put(None)
-        self._process.join(timeout=300)
+        self._end(timeout=300)
+
+    def _end(self, timeout: float) -> None:
+        """Wait for the child, and kill it if it has not ended by then: it ignores SIGTERM, which
+        multiprocessing would send it at exit."""
+        self._process.join(timeout=timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 def read_metrics(run_dir: str) -> list:

@@ -98,8 +98,8 @@ def check_values(study_name: str, values: Sequence[float]) -> None:
         raise LSPCError(f"restriction values must be positive, got {list(values)}")
 
 
-def plan(args: argparse.Namespace) -> Tuple[argparse.Namespace, Dict[str, List[sweep.Run]]]:
-    """The sweep arguments of the first variant (the executor's settings) and each variant's runs."""
+def plan(args: argparse.Namespace) -> Tuple[argparse.Namespace, Dict[str, List[sweep.Job]]]:
+    """The sweep arguments of the first variant (the executor's settings) and each variant's jobs (one per run)."""
     study = STUDIES[args.study]
     eval_extra = shlex.join(["--eps_s", *map(str, args.values), "--eps_o", *map(str, args.values)]) \
         if not study.parameters else ""
@@ -115,7 +115,7 @@ def plan(args: argparse.Namespace) -> Tuple[argparse.Namespace, Dict[str, List[s
             argv.append("--dry_run")
         sweep_args = sweep.parse_args(argv)
         sweep.check_args(sweep_args)
-        planned[name] = sweep.plan_runs(sweep_args)
+        planned[name] = sweep.plan_jobs(sweep_args)
         first = first or sweep_args
     return first, planned
 
@@ -132,9 +132,10 @@ def final_scores(run: sweep.Run, policy: str, eps: Optional[float] = None) -> Tu
     return scores["normalized_reward"], scores["normalized_cost"]
 
 
-def draw(args: argparse.Namespace, planned: Dict[str, List[sweep.Run]]) -> List[str]:
+def draw(args: argparse.Namespace, planned_jobs: Dict[str, List[sweep.Job]]) -> List[str]:
     """The study's figures from its finished runs; returns their paths."""
     study = STUDIES[args.study]
+    planned = {name: [run for job in jobs for run in job.runs] for name, jobs in planned_jobs.items()}
     some_run = next(iter(planned.values()))[0]
     title = (f"{args.task}: {study.about}, {some_run.max_timesteps or 'default'} steps; normalized at "
              f"κ = {cost_limits(args.task)[0]:g}")
@@ -194,10 +195,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    runs = [run for runs in planned.values() for run in runs]
+    jobs = [job for jobs in planned.values() for job in jobs]
     print(f"study {args.study} on {args.task}: {len(planned)} configurations x {len(args.seeds)} seeds "
           f"({', '.join(planned)}) in {args.study_dir}")
-    failures = sweep.run_all(sweep_args, runs, args.runs_dir, f"then the figures in {args.study_dir}")
+    failures = sweep.run_all(sweep_args, jobs, args.runs_dir, f"then the figures in {args.study_dir}")
     if failures is None:
         return
     if failures:

@@ -7,7 +7,7 @@ or on a Slurm cluster with submitit, then make Table 1 of the sweep directory.
         [--dataset_dir DIR] [--jobs N] [--threads_per_job 1] [--max_timesteps N] [--eval_every N] \\
         [--eval_episodes N] [--extra="ARGS"] [--method_extra "METHOD=ARGS" ...] [--eval_extra="ARGS"] \\
         [--slurm_partition P] [--slurm_time_min M] [--slurm_gpus_per_job G] [--slurm_cpus_per_job C] \\
-        [--slurm_mem_gb M] [--no_wait] [--dry_run] [--table_only]
+        [--slurm_mem_gb M] [--stack_seeds] [--no_wait] [--dry_run] [--table_only]
 
 Runs: LSPC, BC-All, CDT and FISOR ignore the threshold while training: one run per (task, seed), in
 <logdir>/<task>-cost-<first threshold>/, scored at all the task's thresholds. BC-Safe, BCQ-Lag,
@@ -25,7 +25,21 @@ same command finishes an interrupted sweep. At most --jobs jobs run at once: loc
 submits a new job whenever one ends; on Slurm the runs are one job array with that parallelism
 (interrupted jobs are requeued by submitit and resume from their checkpoint). A failed run is
 reported with its submitit log and does not stop the others; the exit status is 1 if any run
-failed. At the end (or with --table_only) scripts/make_table.py writes <logdir>/table.md and
+failed.
+
+--stack_seeds: one job per LSPC (task, threshold) instead of one per seed. It trains the seeds as one
+stacked model (train_lspc_iql.py --seeds ...: the kernel launches of one model, which pace a GPU's step),
+each in the run directory its own run would have, and evaluates them with one eval_lspc.py in one batched
+pass, each seed scoring as it would alone; the table sees ordinary runs. Seeds not started yet are
+stacked together, an interrupted stack resumes as a whole from any of its seeds' directories, and
+the seeds that finished are evaluated even when another seed of their stack diverged (that job is
+reported as failed). Not the default: what a stack saves is a GPU's kernel launches, while on a CPU,
+whose step is bound by arithmetic, one job per seed spreads the seeds over the cores; a stacked seed
+equals its single run only up to float rounding; and flags that draw the data with each seed
+(--data_ratio, --density, ...) cannot stack (refused before submitting). Finish a sweep with the
+setting it started with. The baselines keep one job per seed.
+
+At the end (or with --table_only) scripts/make_table.py writes <logdir>/table.md and
 <logdir>/table.csv from every eval/results.json under <logdir>. Bad input: one `error:` line,
 exit status 2, before anything is submitted.
 
@@ -74,28 +88,45 @@ POLL_S = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One training run and its evaluation: what a job does."""
+    """One run directory: a seed's training run and its evaluation."""
     task: str
     method: str
     seed: int
     cost_limit: float
     run_dir: str
-    train_cmd: Tuple[str, ...]
-    eval_cmd: Tuple[str, ...]
     max_timesteps: Optional[int]  # None: the run's own config (the script's default)
+    label: str  # for messages
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What one submitted job does: train its runs, then evaluate them with one eval_lspc.py. One run,
+    or with --stack_seeds every seed of an LSPC configuration: one command trains them as one stacked
+    model (train_lspc_iql.py --seeds, each seed in the run directory --seed k would write) and the
+    evaluation plays them in one batched pass."""
+    runs: Tuple[Run, ...]
+    train_cmd: Tuple[str, ...]  # trains every run from scratch; a stack's ends with --name PREFIX --seeds s1 .. sn
+    eval_cmd: Tuple[str, ...]  # eval_lspc.py and its flags; --path RUN_DIR for each run to evaluate is added
     threads: int
     label: str  # for messages
+
+    @property
+    def stacked(self) -> bool:
+        return len(self.runs) > 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------------
-def plan_runs(args: argparse.Namespace) -> List[Run]:
+def plan_jobs(args: argparse.Namespace) -> List[Job]:
+    """Every job of the sweep: one per run, or with --stack_seeds one per LSPC (task, threshold) with all
+    its seeds (the baselines keep one job per seed)."""
     logdir = os.path.abspath(args.logdir)
     schedule = [token for flag in ("max_timesteps", "eval_every", "eval_episodes")
                 if getattr(args, flag) is not None for token in (f"--{flag}", str(getattr(args, flag)))]
-    eval_args = [*(["--eval_episodes", str(args.eval_episodes)] if args.eval_episodes else []), *args.eval_extra]
-    runs = []
+    evaluate = (sys.executable, os.path.join(ROOT, "eval_lspc.py"),
+                *(["--eval_episodes", str(args.eval_episodes)] if args.eval_episodes else []), *args.eval_extra)
+    jobs = []
     for task in args.tasks:
         data = ([] if not args.dataset_dir else
                 ["--dataset_path", os.path.abspath(os.path.join(args.dataset_dir, f"{task}.hdf5"))])
@@ -105,38 +136,60 @@ def plan_runs(args: argparse.Namespace) -> List[Run]:
             script = ([os.path.join(ROOT, "train_lspc_iql.py")] if method == LSPC
                       else [BASELINE_SCRIPT, "--algo", method])
             name = "lspc_iql" if method == LSPC else method_name(method)  # the scripts' plain run names
-            for seed in args.seeds:
-                for kappa in kappas:
-                    # named explicitly: flags in --extra would otherwise enter the scripts' automatic names;
-                    # the sweep directory already tells the sweep's configurations apart
-                    run_name = f"{name}-seed{seed}"
-                    run_dir = os.path.join(logdir, f"{task}-cost-{kappa:g}", run_name)
-                    train = [sys.executable, *script, "--task", task, "--seed", str(seed), "--cost_limit", f"{kappa:g}",
-                             "--logdir", logdir, *data, *schedule, *args.extra, *args.method_extra.get(method, []),
-                             "--name", run_name]
-                    evaluate = [sys.executable, os.path.join(ROOT, "eval_lspc.py"), "--path", run_dir, *eval_args]
-                    label = f"{task} {method} seed {seed}" + (f" κ={kappa:g}" if len(kappas) > 1 else "")
-                    runs.append(Run(task, method, seed, kappa, run_dir, tuple(train), tuple(evaluate),
-                                    args.max_timesteps, args.threads_per_job, label))
-    return runs
+            stack = args.stack_seeds and method == LSPC and len(args.seeds) > 1
+            for kappa in kappas:
+                at = f" κ={kappa:g}" if len(kappas) > 1 else ""
+                # named explicitly: flags in --extra would otherwise enter the scripts' automatic names;
+                # the sweep directory already tells the sweep's configurations apart
+                runs = [Run(task, method, seed, kappa,
+                            os.path.join(logdir, f"{task}-cost-{kappa:g}", f"{name}-seed{seed}"),
+                            args.max_timesteps, f"{task} {method} seed {seed}{at}") for seed in args.seeds]
+                flags = ["--cost_limit", f"{kappa:g}", "--logdir", logdir, *data, *schedule, *args.extra,
+                         *args.method_extra.get(method, [])]
+                if stack:  # seed k of the stack is named <name>-seed<k>, as its own run
+                    seeds = [str(seed) for seed in args.seeds]
+                    jobs.append(Job(tuple(runs), (sys.executable, *script, "--task", task, *flags, "--name", name,
+                                                  "--seeds", *seeds),
+                                    evaluate, args.threads_per_job, f"{task} {method} seeds {' '.join(seeds)}{at}"))
+                    continue
+                for run in runs:
+                    train = (sys.executable, *script, "--task", task, "--seed", str(run.seed), *flags,
+                             "--name", os.path.basename(run.run_dir))
+                    jobs.append(Job((run,), train, evaluate, args.threads_per_job, run.label))
+    return jobs
 
 
-def check_trac_budgets(runs: Sequence[Run]) -> None:
+def check_stacks(jobs: Sequence[Job]) -> None:
+    """The stacked training commands checked as train_lspc_iql.py checks them, before anything is
+    submitted (LSPCError): flags that cannot stack (--seed, or data drawn with each seed's seed) are refused."""
+    stacks = [job for job in jobs if job.stacked]
+    if not stacks:
+        return
+    from lspc_iql_configs import load_config  # imports torch: only for a sweep with stacks
+
+    for job in stacks:
+        try:
+            load_config(list(job.train_cmd[2:]))
+        except LSPCError as err:
+            raise LSPCError(f"{job.label} (--stack_seeds): {err}") from None
+
+
+def check_trac_budgets(jobs: Sequence[Job]) -> None:
     """TraC's training commands checked as scripts/train_baseline.py checks them, before anything is
     submitted (LSPCError): a budget of at most bc_steps is refused there, not scaled, since such a run
     would be plain behaviour cloning. Prints each task's split of TraC's steps."""
-    trac_runs = [run for run in runs if run.method == "trac"]
-    if not trac_runs:
+    trac_jobs = [job for job in jobs if job.runs[0].method == "trac"]
+    if not trac_jobs:
         return
     import train_baseline  # imports torch: only for a sweep with TraC
 
     splits: Dict[str, Tuple[int, int]] = {}
-    for run in trac_runs:
+    for job in trac_jobs:
         try:
-            cfg = train_baseline.load_config(list(run.train_cmd[2:]))
+            cfg = train_baseline.load_config(list(job.train_cmd[2:]))
         except LSPCError as err:
-            raise LSPCError(f"{run.label}: {err}") from None
-        splits.setdefault(run.task, (cfg.hparams["bc_steps"], cfg.max_timesteps))
+            raise LSPCError(f"{job.label}: {err}") from None
+        splits.setdefault(job.runs[0].task, (cfg.hparams["bc_steps"], cfg.max_timesteps))
     for task, (bc_steps, total) in splits.items():
         print(f"trac on {task}: {bc_steps} behaviour-cloning steps, then {total - bc_steps} classification steps "
               "(a budget of at most bc_steps is refused, not scaled)")
@@ -172,11 +225,43 @@ DID = {"train": "trained, evaluated", "restart": "trained anew, evaluated", "res
        "evaluate": "evaluated", "done": "nothing to do"}
 
 
-def commands(run: Run, status: str) -> List[List[str]]:
-    """The subprocesses a run of this status needs, in order."""
-    train = {"train": [list(run.train_cmd)], "restart": [list(run.train_cmd)],
-             "resume": [[*run.train_cmd, "--resume", run.run_dir]]}.get(status, [])
-    return train + ([] if status == "done" else [list(run.eval_cmd)])
+def stack_of(run: Run) -> Tuple[int, ...]:
+    """The seeds its config.yaml says ``run`` was trained with as one stacked model; its own seed when alone."""
+    try:
+        with open(os.path.join(run.run_dir, "config.yaml"), encoding="utf-8") as f:
+            seeds = yaml.safe_load(f).get("seeds")
+    except (OSError, AttributeError, yaml.YAMLError):
+        seeds = None
+    return tuple(seeds) if seeds else (run.seed,)
+
+
+def training_commands(job: Job, statuses: Dict[Run, str]) -> List[List[str]]:
+    """What the job's runs of these statuses need trained: the runs not started, from scratch (a stack of
+    those seeds); each interrupted run with --resume. A stack resumes from any of its seeds' directories,
+    with its own seeds and name (the flags before them are given again: a longer --max_timesteps goes on)."""
+    fresh = [run for run in job.runs if statuses[run] in ("train", "restart")]
+    commands = []
+    if fresh:
+        commands.append(list(job.train_cmd) if not job.stacked else
+                        [*job.train_cmd[:-len(job.runs)], *(str(run.seed) for run in fresh)])
+    resumed: set = set()
+    for run in job.runs:
+        if statuses[run] == "resume" and run.seed not in resumed:
+            flags = job.train_cmd[:-len(job.runs) - 3] if job.stacked else job.train_cmd
+            commands.append([*flags, "--resume", run.run_dir])
+            resumed.update(stack_of(run) if job.stacked else (run.seed,))
+    return commands
+
+
+def evaluation_command(job: Job, runs: Sequence[Run]) -> List[str]:
+    """eval_lspc.py for ``runs``: a stack's seeds in one batched pass."""
+    return [*job.eval_cmd, *(token for run in runs for token in ("--path", run.run_dir))]
+
+
+def commands(job: Job, statuses: Dict[Run, str]) -> List[List[str]]:
+    """The subprocesses the job needs, in order: training, then the evaluation of every run not done."""
+    pending = [run for run in job.runs if statuses[run] != "done"]
+    return training_commands(job, statuses) + ([evaluation_command(job, pending)] if pending else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,32 +299,44 @@ def requeued() -> bool:
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """Train then evaluate one run. Checkpointable: on a Slurm timeout or preemption submitit
-    requeues the same call, which resumes the run from its checkpoint. ``gpus``: the local GPUs
+    """Train then evaluate a job's runs. Checkpointable: on a Slurm timeout or preemption submitit
+    requeues the same call, which resumes the runs from their checkpoints. ``gpus``: the local GPUs
     (CUDA_VISIBLE_DEVICES) this job has to itself; None leaves the variable as the job found it."""
 
     def __init__(self, gpus: Optional[str] = None) -> None:
         self.gpus = gpus
 
-    def __call__(self, run: Run) -> str:
-        env = dict(os.environ, OMP_NUM_THREADS=str(run.threads), MKL_NUM_THREADS=str(run.threads))
+    def __call__(self, job: Job) -> str:
+        env = dict(os.environ, OMP_NUM_THREADS=str(job.threads), MKL_NUM_THREADS=str(job.threads))
         if self.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus
-        status = run_status(run)
-        for cmd in commands(run, status):
-            print("$ " + shlex.join(cmd), flush=True)
-            code = call(cmd, env)
-            if code != 0 and requeued():
-                # Slurm stops a job it requeues with SIGTERM, and the script has saved its checkpoint. Leave
-                # without a result (submitit records none for SystemExit): the sweep waits for the next start,
-                # which resumes the run, instead of reporting a failure.
-                print(f"requeued by Slurm: {os.path.basename(cmd[1])} stopped with status {code}", flush=True)
-                raise SystemExit(code)
-            if code != 0:
-                raise RuntimeError(f"{os.path.basename(cmd[1])} exited with status {code}")
-        if not evaluated(run):  # (the scripts' exit status already vouches for the training)
-            raise RuntimeError(f"no eval/results.json newer than the checkpoint in {run.run_dir}")
-        return DID[status]
+        statuses = {run: run_status(run) for run in job.runs}
+        failed = [self.script(cmd, env) for cmd in training_commands(job, statuses)]
+        # every run trained to its end is evaluated, also when another seed of its stack failed (diverged)
+        trained = [run for run in job.runs if run_status(run) == "evaluate"]
+        if trained:
+            failed.append(self.script(evaluation_command(job, trained), env))
+        failed = [message for message in failed if message]
+        unfinished = [run for run in job.runs if run_status(run) != "done"]
+        if failed or unfinished:
+            problems = failed or [f"no eval/results.json newer than the checkpoint in {unfinished[0].run_dir}"]
+            if job.stacked and unfinished:
+                problems.append(f"unfinished: seed {', '.join(str(run.seed) for run in unfinished)}")
+            raise RuntimeError("; ".join(problems))
+        return "; ".join(dict.fromkeys(DID[status] for status in statuses.values() if status != "done"))
+
+    @staticmethod
+    def script(cmd: List[str], env: Dict[str, str]) -> str:
+        """Run one script; what went wrong, or ''."""
+        print("$ " + shlex.join(cmd), flush=True)
+        code = call(cmd, env)
+        if code != 0 and requeued():
+            # Slurm stops a job it requeues with SIGTERM, and the script has saved its checkpoint. Leave
+            # without a result (submitit records none for SystemExit): the sweep waits for the next start,
+            # which resumes the run, instead of reporting a failure.
+            print(f"requeued by Slurm: {os.path.basename(cmd[1])} stopped with status {code}", flush=True)
+            raise SystemExit(code)
+        return f"{os.path.basename(cmd[1])} exited with status {code}" if code != 0 else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,18 +386,20 @@ def last_line(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wait: bool,
-            gpu_slots: Sequence[str] = ()) -> List[Tuple[Run, str]]:
-    """Run every job with at most ``jobs`` at once; returns the failures (run, message). Local jobs
+def execute(executor: submitit.AutoExecutor, planned: Sequence[Job], jobs: int, wait: bool,
+            gpu_slots: Sequence[str] = ()) -> List[Tuple[Job, str]]:
+    """Run every planned job with at most ``jobs`` at once; returns the failures (job, message). Local jobs
     each take one of ``gpu_slots`` (``local_gpu_slots``) while they run, when there are any."""
-    pending = collections.deque(runs)
+    pending = collections.deque(planned)
     free_gpus = collections.deque(gpu_slots)
-    running: Dict[submitit.Job, Tuple[Run, float, Optional[str]]] = {}
+    running: Dict[submitit.Job, Tuple[Job, float, Optional[str]]] = {}
     if executor.cluster == "slurm":  # one array; Slurm keeps at most `jobs` of it running
         with executor.batch():
-            submitted = [executor.submit(RunJob(), run) for run in runs]
-        running, pending = {job: (run, time.time(), None) for job, run in zip(submitted, runs)}, collections.deque()
-        print(f"submitted Slurm array {submitted[0].job_id.split('_')[0]} ({len(runs)} jobs, at most {jobs} at once)")
+            submitted = [executor.submit(RunJob(), job) for job in planned]
+        running = {handle: (job, time.time(), None) for handle, job in zip(submitted, planned)}
+        pending = collections.deque()
+        array = submitted[0].job_id.split("_")[0]
+        print(f"submitted Slurm array {array} ({len(planned)} jobs, at most {jobs} at once)")
         if not wait:
             print("not waiting (--no_wait): rerun the same command when they are done (finished runs are skipped), "
                   "or with --table_only")
@@ -310,28 +409,28 @@ def execute(executor: submitit.AutoExecutor, runs: Sequence[Run], jobs: int, wai
         while pending or running:
             # submitit's local executor starts whatever it is given
             while pending and len(running) < jobs and (free_gpus or not gpu_slots):
-                run = pending.popleft()
+                job = pending.popleft()
                 gpus = free_gpus.popleft() if gpu_slots else None
-                job = executor.submit(RunJob(gpus), run)
-                running[job] = (run, time.time(), gpus)
+                handle = executor.submit(RunJob(gpus), job)
+                running[handle] = (job, time.time(), gpus)
                 on_gpus = "" if gpus is None else f", CUDA_VISIBLE_DEVICES={gpus}"
-                print(f"started  {run.label} (job {job.job_id}{on_gpus}, log {job.paths.stdout})", flush=True)
+                print(f"started  {job.label} (job {handle.job_id}{on_gpus}, log {handle.paths.stdout})", flush=True)
             time.sleep(POLL_S)
-            for job in [job for job in running if job.done()]:
-                run, start, gpus = running.pop(job)
+            for handle in [handle for handle in running if handle.done()]:
+                job, start, gpus = running.pop(handle)
                 if gpus is not None:
                     free_gpus.append(gpus)
                 finished += 1
-                progress = f"[{finished}/{len(runs)}] {time.time() - start:.0f} s"
+                progress = f"[{finished}/{len(planned)}] {time.time() - start:.0f} s"
                 try:
-                    print(f"finished {run.label} {progress} ({job.result()})", flush=True)
+                    print(f"finished {job.label} {progress} ({handle.result()})", flush=True)
                 except Exception as err:  # submitit's FailedJobError, UncompletedJobError (killed, cancelled)
-                    failures.append((run, f"{last_line(err)}; log: {job.paths.stderr}"))
-                    print(f"FAILED   {run.label} {progress}: {failures[-1][1]}", flush=True)
+                    failures.append((job, f"{last_line(err)}; log: {handle.paths.stderr}"))
+                    print(f"FAILED   {job.label} {progress}: {failures[-1][1]}", flush=True)
     except KeyboardInterrupt:
         if executor.cluster == "local":  # the training runs save a checkpoint and stop
-            for job in running:
-                job.cancel(check=False)
+            for handle in running:
+                handle.cancel(check=False)
         raise
     return failures
 
@@ -347,6 +446,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=[], help="DSRL tasks (added to those of --suite)")
     parser.add_argument("--suite", nargs="+", default=[], help=f"every task of these suites: {', '.join(SUITES)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    parser.add_argument("--stack_seeds", action="store_true",
+                        help="LSPC: one job per task (and threshold) trains all --seeds as one stacked model "
+                             "(train_lspc_iql.py --seeds) and evaluates them in one batched pass; each seed keeps "
+                             "the run directory of its own run. For GPU jobs (default: one job per seed)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS),
                         help=f"any of {', '.join(METHODS)}, or your own by its import path module.sub:Class")
     parser.add_argument("--logdir", required=True, help="the sweep directory: runs, submitit logs, table.md/.csv")
@@ -447,28 +550,32 @@ def write_table(logdir: str) -> bool:
     return True
 
 
-def run_all(args: argparse.Namespace, runs: Sequence[Run], folder: str, then: str) -> Optional[List[Tuple[Run, str]]]:
-    """Skip the finished runs, run the others (submitit logs under ``folder``/submitit) and report;
-    returns the failures, or None when nothing waited for them (--dry_run, which prints every
-    run's status and commands, or --no_wait). ``then`` says what follows a dry run. Also used by
-    scripts/study.py, whose runs come from several plans."""
+def run_all(args: argparse.Namespace, planned: Sequence[Job], folder: str, then: str
+            ) -> Optional[List[Tuple[Job, str]]]:
+    """Skip the finished runs, run the jobs of the others (submitit logs under ``folder``/submitit) and
+    report; returns the failures, or None when nothing waited for them (--dry_run, which prints every
+    run's status and each job's commands, or --no_wait). ``then`` says what follows a dry run. Also used
+    by scripts/study.py, whose jobs come from several plans."""
+    runs = [run for job in planned for run in job.runs]
     statuses = {run: run_status(run) for run in runs}
-    todo = [run for run in runs if statuses[run] != "done"]
+    todo = [job for job in planned if any(statuses[run] != "done" for run in job.runs)]
     done = [run for run in runs if statuses[run] == "done"]
+    in_jobs = f" in {len(todo)} jobs" if any(job.stacked for job in planned) else ""
     args.jobs = args.jobs or max(len(todo), 1)
     if args.dry_run:
-        for run in runs:
-            print(f"# {run.label}: {statuses[run]} ({run.run_dir})")
-            for cmd in commands(run, statuses[run]):
-                print(f"OMP_NUM_THREADS={run.threads} MKL_NUM_THREADS={run.threads} {shlex.join(cmd)}")
-        print(f"dry run: {len(todo)} of {len(runs)} runs to submit ({args.executor}, at most {args.jobs} at once); "
-              f"{then}")
+        for job in planned:
+            for run in job.runs:
+                print(f"# {run.label}: {statuses[run]} ({run.run_dir})")
+            for cmd in commands(job, statuses):
+                print(f"OMP_NUM_THREADS={job.threads} MKL_NUM_THREADS={job.threads} {shlex.join(cmd)}")
+        print(f"dry run: {len(runs) - len(done)} of {len(runs)} runs to submit{in_jobs} ({args.executor}, at most "
+              f"{args.jobs} at once); {then}")
         return None
-    print(f"sweep: {len(runs)} runs, {len(done)} already done (skipped), {len(todo)} to run "
+    print(f"sweep: {len(runs)} runs, {len(done)} already done (skipped), {len(runs) - len(done)} to run{in_jobs} "
           f"({args.executor}, at most {min(args.jobs, max(len(todo), 1))} at once)")
     for run in done:
         print(f"skipped  {run.label} (trained and evaluated: {run.run_dir})")
-    failures: List[Tuple[Run, str]] = []
+    failures: List[Tuple[Job, str]] = []
     if todo:
         # job processes unpickle this module's functions, which import lspc from the repository
         # (and the current directory: a plugin's module beside the user, as scripts/train_baseline.py finds it)
@@ -484,9 +591,11 @@ def run_all(args: argparse.Namespace, runs: Sequence[Run], folder: str, then: st
             sys.exit(130)
         if args.no_wait:
             return None
-    for run, message in failures:
-        print(f"failed: {run.label}: {message}", file=sys.stderr)
-    print(f"sweep: {len(done)} skipped, {len(todo) - len(failures)} ran, {len(failures)} failed")
+    for job, message in failures:
+        print(f"failed: {job.label}: {message}", file=sys.stderr)
+    # a failed stack's seeds that finished count as run
+    failed = [run for job, _ in failures for run in job.runs if run_status(run) != "done"]
+    print(f"sweep: {len(done)} skipped, {len(runs) - len(done) - len(failed)} ran, {len(failed)} failed")
     return failures
 
 
@@ -500,13 +609,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.table_only:
         sys.exit(0 if write_table(args.logdir) else 1)
 
-    runs = plan_runs(args)
+    jobs = plan_jobs(args)
     try:
-        check_trac_budgets(runs)
+        check_stacks(jobs)
+        check_trac_budgets(jobs)
     except LSPCError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    failures = run_all(args, runs, args.logdir, f"then the table in {os.path.join(args.logdir, 'table.md')}")
+    failures = run_all(args, jobs, args.logdir, f"then the table in {os.path.join(args.logdir, 'table.md')}")
     if failures is None:  # a dry run, or Slurm without waiting
         return
     table_ok = write_table(args.logdir)

@@ -391,15 +391,15 @@ def test_concurrent_local_jobs_each_get_their_own_gpu(monkeypatch):
             return started[-1]
 
     monkeypatch.setattr(sweep, "POLL_S", 0)
-    runs = [sweep.Run("T", "lspc", seed, 10.0, f"/runs/{seed}", ("train",), ("eval",), None, 1, f"seed {seed}")
-            for seed in range(5)]
+    runs = [sweep.Job((sweep.Run("T", "lspc", seed, 10.0, f"/runs/{seed}", None, f"seed {seed}"),), ("train",),
+                      ("eval",), 1, f"seed {seed}") for seed in range(5)]
     assert sweep.execute(Executor(), runs, jobs=2, wait=True, gpu_slots=["0", "1"]) == []
     assert [job.job.gpus for job in started][:2] == ["0", "1"] and len(started) == 5
     assert {job.job.gpus for job in started} == {"0", "1"}
     # and the job's commands see only that GPU
     monkeypatch.setattr(sweep, "call", lambda cmd, env: env_of.setdefault(cmd[0], env["CUDA_VISIBLE_DEVICES"]) and 0)
-    monkeypatch.setattr(sweep, "run_status", lambda run: "train")
-    monkeypatch.setattr(sweep, "evaluated", lambda run: True)
+    statuses = iter(["train", "evaluate", "done"])  # before the job, after its training, at its end
+    monkeypatch.setattr(sweep, "run_status", lambda run: next(statuses))
     started[1].job(runs[1])
     assert env_of == {"train": "1", "eval": "1"}
 

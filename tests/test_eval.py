@@ -253,6 +253,8 @@ def _widen_config(run):
     (None, ["--path", "{run}", "--eval_episodes", "0"], "--eval_episodes must be positive, got 0"),
     (None, ["--path", "{run}", "--eps_s", "0.5", "-1"], "restriction values (--eps_s, --eps_o) must be positive"),
     (None, ["--path", "{run}", "--device", "cuda:0" if not torch.cuda.is_available() else "tpu"], "--device"),
+    (None, ["--path", "{run}", "--path", "{run}/"], "{run} is given twice; give each run directory once"),
+    (None, ["{run}", "{empty}"], "{empty} is not a run directory"),
 ])
 def test_bad_input_one_line_error_and_run_untouched(tiny_run, tmp_path, capsys, breaks, argv, expected):
     run, empty = str(tmp_path / "run"), str(tmp_path / "empty")
@@ -268,7 +270,7 @@ def test_bad_input_one_line_error_and_run_untouched(tiny_run, tmp_path, capsys, 
     assert exit_info.value.code == 2
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert "Traceback" not in err and len(errors) == 1, err
-    assert expected.format(run=run) in errors[0]
+    assert expected.format(run=run, empty=empty) in errors[0]
     assert tree_digest(run) == before and not os.path.exists(os.path.join(run, "eval"))
     assert os.listdir(empty) == []
 

@@ -251,8 +251,8 @@ def test_study_figures_from_finished_runs(tmp_path, capsys, monkeypatch):
     _, planned = study.plan(args)
     drawn = {}
     monkeypatch.setattr(study, "plot_against_value", lambda points, *rest: drawn.update(points))
-    for name, runs in planned.items():
-        for run in runs:
+    for name, jobs in planned.items():
+        for run in (run for job in jobs for run in job.runs):
             os.makedirs(os.path.join(run.run_dir, "eval"))
             score = 0.1 * run.seed + (0.5 if name == "default" else 0.0)
             policies = {p: {"thresholds": {"10": {"normalized_reward": score + i, "normalized_cost": 2 * score}}}

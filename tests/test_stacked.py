@@ -1,11 +1,15 @@
 """--seeds: several seeds trained in one process as one stacked model (train_lspc_iql.StackedLSPC).
 Seed k of a stack is the run --seed k: the same initial parameters and batches bit for bit, the same
 parameters and losses after 200 steps up to the rounding of batched kernels, and its own run directory."""
+import glob
+import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -227,3 +231,109 @@ def test_resuming_a_stack_with_other_seeds_is_refused(ballrun_file, tmp_path):
     for seed in (0, 1):
         assert load_checkpoint(os.path.join(run_dir_of(tmp_path, f"lspc_iql-seed{seed}"), "checkpoint",
                                             "model.pt"))["step"] == 20
+
+
+def test_eval_lspc_plays_a_stacks_seeds_in_one_batch_and_each_scores_as_alone(ballrun_file, tmp_path, monkeypatch):
+    """eval_lspc.py with several run directories: one batched pass (seeds x episodes) per policy and
+    restriction value, and each seed's results.json equal, bit for bit, to evaluating its run alone."""
+    import eval_lspc
+    from lspc.evaluation import Evaluator
+
+    train_lspc_iql.train(load_config(stacked_args(ballrun_file, tmp_path, (0, 1))))
+    run_dirs = [run_dir_of(tmp_path, f"lspc_iql-seed{seed}") for seed in (0, 1)]
+    flags = ["--eval_episodes", "2", "--seed", "3", "--eps_o", "0.3", "--no_figures", "--vector", "lockstep"]
+    batches = []
+    run_groups = Evaluator.run_groups
+
+    def counted(self, policies, seeds, policy_seeds, device):
+        batches.append(len(policies))
+        return run_groups(self, policies, seeds, policy_seeds, device)
+
+    monkeypatch.setattr(Evaluator, "run_groups", counted)
+    eval_lspc.main([*run_dirs, *flags])
+    assert batches == [2] * 4  # lspc-o, lspc-s, cvae and one restriction value, both seeds in each batch
+    together = [json.load(open(os.path.join(d, "eval", "results.json"))) for d in run_dirs]
+    batches.clear()
+    for run_dir, results in zip(run_dirs, together):
+        eval_lspc.main(["--path", run_dir, *flags])
+        assert json.load(open(os.path.join(run_dir, "eval", "results.json"))) == results
+    assert batches == [1] * 8
+    assert [results["train_seed"] for results in together] == [0, 1]
+    assert together[0]["policies"]["lspc-o"]["episodes"] != together[1]["policies"]["lspc-o"]["episodes"]
+
+
+def offline_wandb_runs(run_dir):
+    """Each offline wandb run under ``run_dir``, oldest first: its id, name, config seed and history rows,
+    read from the run's .wandb file (the records ``wandb sync`` would upload)."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    runs = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))):
+        store = datastore.DataStore()
+        store.open_for_scan(path)
+        run = {"rows": [], "finished": False}
+        while (data := store.scan_data()) is not None:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                config = {item.key: json.loads(item.value_json) for item in record.run.config.update}
+                run.update(id=record.run.run_id, name=record.run.display_name, seed=config["seed"])
+            elif kind == "history":
+                run["rows"].append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                    for item in record.history.item})
+            run["finished"] |= kind == "exit"
+        runs.append(run)
+    return runs
+
+
+def test_each_stacked_seed_has_its_own_wandb_run_which_resumes_under_its_id(ballrun_file, tmp_path):
+    """--wandb_mode offline (no network): each seed's wandb run lives in a child process of its own (wandb
+    keeps one run per process) and writes into that seed's run directory. A SIGTERM to the whole process
+    group (Ctrl-C, or Slurm stopping a job) loses none of its rows, and --resume continues each seed's run
+    under its id."""
+    args = stacked_args(ballrun_file, tmp_path, (0, 1), max_timesteps=3000, eval_every=1000, log_every=5,
+                        eval_episodes=1, wandb_mode="offline")
+    process = subprocess.Popen([sys.executable, "train_lspc_iql.py", *args], cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dirs = [run_dir_of(tmp_path, f"lspc_iql-seed{seed}") for seed in (0, 1)]
+    metrics = os.path.join(run_dirs[1], "metrics.jsonl")
+    while not (os.path.exists(metrics) and len(read_metrics(run_dirs[1])) >= 2):
+        assert process.poll() is None, "the stacked run ended before logging two rows"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)  # the training process and the seeds' wandb processes
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM
+    stopped = load_checkpoint(os.path.join(run_dirs[0], "checkpoint", "model.pt"))["step"]
+    train_lspc_iql.train(load_config(["--resume", run_dirs[1], "--max_timesteps", str(stopped + 5)]))
+    ids = []
+    for seed, run_dir in zip((0, 1), run_dirs):
+        first, resumed = offline_wandb_runs(run_dir)
+        checkpoint = load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))
+        assert first["id"] == resumed["id"] == checkpoint["wandb_id"] and first["finished"] and resumed["finished"]
+        assert first["name"] == resumed["name"] == f"lspc_iql-seed{seed}" and first["seed"] == resumed["seed"] == seed
+        ids.append(first["id"])
+        logged = {}  # metrics.jsonl's rows by step (wandb merges the rows of one step)
+        for row in read_metrics(run_dir):
+            logged.setdefault(row["step"], {}).update({k: v for k, v in row.items() if k != "step"})
+        assert [row["_step"] for row in first["rows"]] == [step for step in logged if step <= stopped]
+        assert [row["_step"] for row in resumed["rows"]] == [step for step in logged if step > stopped]
+        for row in first["rows"] + resumed["rows"]:
+            assert {key: row[key] for key in logged[row["_step"]]} == logged[row["_step"]], (seed, row["_step"])
+    assert ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_wandb_that_cannot_start_gets_one_line(ballrun_file, tmp_path, stacked):
+    """wandb online without an API key: one line, at once (a seed's wandb process that failed used to leave
+    its parent waiting for a run id), for a stacked run as for a single one."""
+    args = (stacked_args(ballrun_file, tmp_path, (0, 1), wandb_mode="online") if stacked
+            else tiny_args(ballrun_file, tmp_path, wandb_mode="online"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    proc = subprocess.run([sys.executable, "train_lspc_iql.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**env, "HOME": str(tmp_path), "WANDB_SILENT": "true"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors == ["error: wandb could not start the run lspc_iql-seed0 (UsageError: api_key not configured "
+                      "(no-tty). call wandb.login(key=[your_api_key])); log in with `wandb login`, or train with "
+                      "--wandb_mode offline or disabled"], proc.stderr

@@ -3,14 +3,17 @@ threshold logic. The miniature sweep trains for real: one task, two seeds, LSPC 
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 
+import cloudpickle
 import pytest
 
 from conftest import ROOT, load_script
+from lspc.envs import SUITES
 
 TASK = "OfflineBallRun-v0"
 METHODS = ["lspc", "bc-all"]
@@ -220,8 +223,10 @@ def test_suite_wrappers_forward_environment_and_arguments(tmp_path):
     assert "at most 5 at once" in result.stdout and str(tmp_path / "md") in result.stdout
 
 
-def test_slurm_submits_one_bounded_array(tmp_path, monkeypatch, capsys):
-    """With stand-ins for srun and sbatch: the sbatch script is a job array of every run, at most --jobs at once."""
+@pytest.mark.parametrize("stack, jobs", [(False, 16), (True, 8)])
+def test_slurm_submits_one_bounded_array(tmp_path, monkeypatch, capsys, stack, jobs):
+    """With stand-ins for srun and sbatch: the sbatch script is a job array of every run (with --stack_seeds, of
+    every task's stack of seeds), at most --jobs at once."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
@@ -233,14 +238,26 @@ def test_slurm_submits_one_bounded_array(tmp_path, monkeypatch, capsys):
     logdir = tmp_path / "sweep"
     argv = ["--executor", "slurm", "--suite", "bullet", "--seeds", "0", "1", "--methods", "lspc",
             "--logdir", str(logdir), "--jobs", "3", "--slurm_partition", "gpu", "--slurm_gpus_per_job", "1",
-            "--slurm_cpus_per_job", "4", "--slurm_time_min", "120", "--no_wait"]
+            "--slurm_cpus_per_job", "4", "--slurm_time_min", "120", "--no_wait", *(["--stack_seeds"] if stack else [])]
     sweep = load_script("sweep")
     sweep.main(argv)
-    assert "submitted Slurm array 4242 (16 jobs, at most 3 at once)" in capsys.readouterr().out
+    assert f"submitted Slurm array 4242 ({jobs} jobs, at most 3 at once)" in capsys.readouterr().out
     script = (tmp_path / "submitted.sh").read_text()
-    for line in ("--array=0-15%3", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=4", "--time=120"):
+    for line in (f"--array=0-{jobs - 1}%3", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=4", "--time=120"):
         assert f"#SBATCH {line}\n" in script
-    assert len([name for name in os.listdir(logdir / "submitit") if name.endswith("_submitted.pkl")]) == 16
+    pickles = [name for name in os.listdir(logdir / "submitit") if name.endswith("_submitted.pkl")]
+    assert len(pickles) == jobs
+    submitted = []
+    for name in pickles:  # what each array job runs
+        with open(logdir / "submitit" / name, "rb") as f:
+            (job,) = cloudpickle.load(f).args
+        submitted.append((job.runs[0].task, tuple(run.seed for run in job.runs), shlex.join(job.train_cmd)))
+    assert sorted(task for task, *_ in submitted) == sorted(SUITES["bullet"] * (1 if stack else 2))
+    for task, seeds, train in submitted:
+        if stack:
+            assert seeds == (0, 1) and train.endswith("--name lspc_iql --seeds 0 1"), train
+        else:
+            assert len(seeds) == 1 and train.endswith(f"--name lspc_iql-seed{seeds[0]}"), train
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no Slurm here: one error line
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(argv)
@@ -320,3 +337,125 @@ def test_make_table_names_duplicate_runs(tmp_path, capsys, breaks, expected):
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert expected in err, err
     assert not os.path.exists(tmp_path / "t.md")
+
+
+# ---------------------------------------------------------------------------------------------
+# --stack_seeds: one LSPC job per (task, threshold) trains its seeds as one stacked model
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stacked_sweep(dataset_dir, tmp_path_factory):
+    """The miniature sweep of LSPC with its two seeds stacked: one job."""
+    logdir = tmp_path_factory.mktemp("stacked") / "sweep"
+    result, _ = run_sweep(sweep_cmd(logdir, dataset_dir, "--stack_seeds", methods=["lspc"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return logdir, result
+
+
+def test_stacked_sweep_trains_the_seeds_in_one_job_into_ordinary_runs(stacked_sweep, dataset_dir):
+    logdir, result = stacked_sweep
+    assert "2 runs, 0 already done (skipped), 2 to run in 1 jobs (local, at most 1 at once)" in result.stdout
+    assert result.stdout.count("started  ") == 1 and f"finished {TASK} lspc seeds 0 1 " in result.stdout
+    (log,) = [name for name in os.listdir(os.path.join(logdir, "submitit")) if name.endswith("_log.out")]
+    with open(os.path.join(logdir, "submitit", log)) as f:
+        commands = [line for line in f if line.startswith("$ ")]
+    assert len(commands) == 2 and commands[0].rstrip().endswith("--name lspc_iql --seeds 0 1")  # one training
+    paths = " ".join(f"--path {run_dir(logdir, 'lspc', seed)}" for seed in SEEDS)
+    assert "eval_lspc.py" in commands[1] and commands[1].rstrip().endswith(paths)  # one evaluation of both
+    for seed in SEEDS:  # each seed: the run directory, config and results its own run would have
+        run = run_dir(logdir, "lspc", seed)
+        with open(os.path.join(run, "eval", "results.json")) as f:
+            results = json.load(f)
+        assert (results["train_seed"], results["step"], results["episodes"]) == (seed, 100, 2)
+        assert set(results["policies"]) == POLICIES["lspc"]
+        with open(os.path.join(run, "config.yaml")) as f:
+            assert f"seed: {seed}\n" in f.read()
+    with open(os.path.join(logdir, "table.csv")) as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["runs"], row["seeds"]) == ("2", "2")
+    again, _ = run_sweep(sweep_cmd(logdir, dataset_dir, "--stack_seeds", methods=["lspc"]))
+    assert again.returncode == 0 and "2 runs, 2 already done (skipped), 0 to run in 0 jobs" in again.stdout
+
+
+def test_stacked_dry_run_plans_one_job_per_task_and_threshold(dataset_dir, tmp_path, capsys):
+    logdir = tmp_path / "sweep"
+    load_script("sweep").main(sweep_cmd(logdir, dataset_dir, "--dry_run", "--stack_seeds",
+                                        methods=["lspc", "bc-safe"])[2:])
+    lines = capsys.readouterr().out.splitlines()
+    train = [line for line in lines if "train_lspc_iql.py" in line]
+    baseline = [line for line in lines if "train_baseline.py" in line]
+    evaluate = [line for line in lines if "eval_lspc.py" in line]
+    assert len(train) == 1 and train[0].endswith("--name lspc_iql --seeds 0 1") and "--seed " not in train[0]
+    assert len(baseline) == 6 and len(evaluate) == 7  # the baselines: one job per seed and threshold
+    paths = " ".join(f"--path {run_dir(logdir, 'lspc', seed)}" for seed in SEEDS)
+    assert sum(paths in line for line in evaluate) == 1  # both seeds in one eval_lspc.py
+    for seed in SEEDS:
+        assert f"# {TASK} lspc seed {seed}: train ({run_dir(logdir, 'lspc', seed)})" in lines
+    assert "dry run: 8 of 8 runs to submit in 7 jobs (local, at most 2 at once)" in lines[-1]
+
+
+def test_stacked_dry_run_resumes_a_stack_once_and_stacks_only_new_seeds(stacked_sweep, dataset_dir, tmp_path,
+                                                                        capsys):
+    logdir = tmp_path / "sweep"
+    shutil.copytree(stacked_sweep[0], logdir, ignore=shutil.ignore_patterns("submitit"))
+    sweep = load_script("sweep")
+    seeds = [str(s) for s in SEEDS]
+
+    def planned(*flags, seeds=seeds):
+        argv = sweep_cmd(logdir, dataset_dir, "--dry_run", "--stack_seeds", *flags, methods=["lspc"])[2:]
+        at = argv.index("--seeds") + 1
+        sweep.main(argv[:at] + seeds + argv[at + len(SEEDS):])
+        return [line for line in capsys.readouterr().out.splitlines() if not line.startswith(("# ", "dry run"))]
+
+    # longer: the whole stack resumes from one directory, with its own seeds and name, then both are evaluated
+    resume, evaluate = planned("--max_timesteps", "200")
+    assert resume.endswith(f"--max_timesteps 200 --eval_every 100 --eval_episodes 2 --hidden_dim 32 --latent_dim 8 "
+                           f"--batch_size 64 --wandb_mode disabled --device cpu --resume {run_dir(logdir, 'lspc', 0)}")
+    assert "--seeds" not in resume and "--name" not in resume
+    assert all(f"--path {run_dir(logdir, 'lspc', seed)}" in evaluate for seed in SEEDS)
+    # a seed added to the sweep: a stack of the new seeds only; the finished ones are not evaluated again
+    train, evaluate = planned(seeds=[*seeds, "4", "5"])
+    assert train.endswith("--name lspc_iql --seeds 4 5")
+    assert f"--path {run_dir(logdir, 'lspc', 4)} --path {run_dir(logdir, 'lspc', 5)}" in evaluate
+    assert f"--path {run_dir(logdir, 'lspc', 0)}" not in evaluate
+
+
+def test_a_failed_seed_of_a_stack_is_reported_and_its_finished_seeds_evaluated(stacked_sweep, dataset_dir, tmp_path):
+    logdir = tmp_path / "sweep"
+    shutil.copytree(stacked_sweep[0], logdir, ignore=shutil.ignore_patterns("submitit"))
+    for seed in SEEDS:
+        shutil.rmtree(os.path.join(run_dir(logdir, "lspc", seed), "eval"))
+    with open(os.path.join(run_dir(logdir, "lspc", 1), "checkpoint", "model.pt"), "wb") as f:
+        f.write(b"not a checkpoint")  # looks interrupted: the job resumes the stack, and the resume fails
+    result, _ = run_sweep(sweep_cmd(logdir, dataset_dir, "--stack_seeds", methods=["lspc"]))
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [line for line in result.stderr.splitlines() if line.startswith(f"failed: {TASK} lspc seeds 0 1: ")]
+    assert len(failed) == 1 and "train_lspc_iql.py exited with status 2; unfinished: seed 1" in failed[0], result.stderr
+    assert os.path.isfile(os.path.join(run_dir(logdir, "lspc", 0), "eval", "results.json"))  # seed 0 loses nothing
+    assert not os.path.exists(os.path.join(run_dir(logdir, "lspc", 1), "eval"))
+    assert "sweep: 0 skipped, 1 ran, 1 failed" in result.stdout
+
+
+def test_stacked_sweep_refuses_flags_that_cannot_stack(dataset_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("sweep").main(sweep_cmd(tmp_path / "sweep", dataset_dir, "--stack_seeds",
+                                            "--method_extra", "lspc=--data_ratio 0.5", methods=["lspc"])[2:])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {TASK} lspc seeds 0 1 (--stack_seeds): --data_ratio draws each seed's data"), err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_longer_stacked_sweep_resumes_the_whole_stack(stacked_sweep, dataset_dir, tmp_path):
+    logdir = tmp_path / "sweep"
+    shutil.copytree(stacked_sweep[0], logdir, ignore=shutil.ignore_patterns("submitit"))
+    result, _ = run_sweep(sweep_cmd(logdir, dataset_dir, "--stack_seeds", "--max_timesteps", "150", methods=["lspc"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"finished {TASK} lspc seeds 0 1 " in result.stdout and "(resumed, evaluated)" in result.stdout
+    (log,) = [name for name in os.listdir(os.path.join(logdir, "submitit")) if name.endswith("_log.out")]
+    with open(os.path.join(logdir, "submitit", log)) as f:
+        train, evaluate = [line.rstrip() for line in f if line.startswith("$ ")]
+    assert train.endswith(f"--resume {run_dir(logdir, 'lspc', 0)}") and "--seeds" not in train  # one resume of both
+    assert all(f"--path {run_dir(logdir, 'lspc', seed)}" in evaluate for seed in SEEDS)
+    for seed in SEEDS:
+        with open(os.path.join(run_dir(logdir, "lspc", seed), "eval", "results.json")) as f:
+            assert json.load(f)["step"] == 150
