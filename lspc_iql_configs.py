@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     """seeds the initialization, the batches, the data subsets and the evaluation episodes"""
     seeds: Optional[List[int]] = None
-    """train these seeds in one process as one stacked model (instead of --seed): seed k writes the run
+    """train these seeds in one process as one stacked model (instead of --seed); seed k writes the run
     directory --seed k would, named <name>-seed<k> (--name is then the prefix), and follows that run up
     to float rounding; a seed whose loss goes non-finite stops with its own error line, the others train on"""
     cost_limit: float = 10.0

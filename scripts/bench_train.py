@@ -2,14 +2,18 @@
 
     python scripts/bench_train.py [--device cpu|cuda] [--task OfflineBallRun-v0] [--rounds 5] [--steps 50]
 
-    python scripts/bench_train.py --seeds N [--batch_size B] ...  # N seeds stacked (--seeds) against one
-
 (a) ``LSPC.train`` as the training loop calls it (metrics summed on the device, read rarely);
 (b) the same losses written straightforwardly here: separate Q networks, one Adam per network
 (PyTorch's default implementation), every logged value pulled to the host each step.
 Same batch size, network sizes and data (random batches of the task's shapes). The two are
 measured in alternating rounds in one process, and the median round rate of each is reported
 as one JSON line.
+
+Stacked seeds (``train_lspc_iql.py --seeds``), one JSON line per row, ``--csv`` for a results file:
+
+    python scripts/bench_train.py --seeds 1 2 4 8 --batch_size 256 1024   # per-seed it/s against one seed
+    python scripts/bench_train.py --seeds 1 2 4 8 --launches --device cpu  # kernel launches per seed-step
+    python scripts/bench_train.py --seeds 1 2 4 8 --memory                 # data and model bytes held
 """
 from __future__ import annotations
 
@@ -195,7 +199,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         if args.batch_size:
             cfg = dataclasses.replace(cfg, batch_size=args.batch_size[0])
         return bench_single(args, cfg, device)
-    load_before = os.getloadavg()[0]
     if args.launches:
         rows, what = count_launches(args, cfg)
     elif args.memory:
@@ -205,7 +208,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for row in rows:
         print(json.dumps(row))
     if args.csv:
-        write_csv(args.csv, rows, what, load_before, argv if argv is not None else sys.argv[1:])
+        write_csv(args.csv, rows, what, argv if argv is not None else sys.argv[1:])
 
 
 def bench_single(args: argparse.Namespace, cfg: TrainConfig, device: torch.device) -> None:
@@ -287,6 +290,7 @@ def bench_stacked(args: argparse.Namespace, cfg: TrainConfig, device: torch.devi
     if args.compile:  # each stack compiles its two losses anew (static parameter shapes): room for all of them
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
                                                     2 * len(batch_sizes) * (len(args.seeds) + 1))
+    load_before = os.getloadavg()[0]
     trainers = {}  # (batch size, seeds or None for the single-seed step) -> (agent, batches, metrics window)
     peaks = {}
     for batch_size in batch_sizes:
@@ -326,6 +330,9 @@ def bench_stacked(args: argparse.Namespace, cfg: TrainConfig, device: torch.devi
             f"step (LSPC.train), timed in the same alternating rounds in one process, median of {args.rounds} rounds "
             f"of {args.steps} steps; random batches (no sampler), metrics read once per round; {args.task}'s sizes, "
             f"hidden {cfg.hidden_dim}; {device_words(device)}{', --compile' if args.compile else ''}")
+    if device.type == "cpu":
+        what += (f"; load average (1 min, this benchmark's own threads included) {load_before:.1f} before and "
+                 f"{os.getloadavg()[0]:.1f} after")
     return rows, what
 
 
@@ -434,10 +441,9 @@ def device_words(device: torch.device) -> str:
             f"torch {torch.__version__}")
 
 
-def write_csv(path: str, rows: List[dict], what: str, load_before: float, argv: List[str]) -> None:
-    load = f"; load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after"
+def write_csv(path: str, rows: List[dict], what: str, argv: List[str]) -> None:
     with open(path, "w", newline="") as f:
-        f.write(f"# command: python scripts/bench_train.py {' '.join(argv)}\n# what: {what}{load}\n")
+        f.write(f"# command: python scripts/bench_train.py {' '.join(argv)}\n# what: {what}\n")
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
