@@ -400,9 +400,9 @@ class LSPC:
 # ---------------------------------------------------------------------------------------------
 class _MatmulPlusBias(TorchFunctionMode):
     """Linear layers under vmap as a batched matmul plus the bias. vmap's own rule for addmm and baddbmm
-    (what ``nn.Linear`` and ``EnsembleMLP`` call) scales both terms by beta and alpha even when they are 1:
-    two more kernels per layer forward, one more backward (a third of a stacked step's launches). nn.Linear's
-    product is taken as (W x^T)^T so that the weight's gradient comes out in the weight's layout, uncopied."""
+    (what ``nn.Linear`` and ``EnsembleMLP`` call) scales the product and the bias by alpha and beta even
+    when they are 1: a kernel more per layer forward and one more backward. nn.Linear's product is taken
+    as (W x^T)^T so that the weight's gradient comes out in the weight's layout, with no copy."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is F.linear and not kwargs:

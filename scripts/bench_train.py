@@ -172,25 +172,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--memory", action="store_true",
                         help="with --seeds: the tensor storage a stacked run holds (its one data buffer, its "
                              "models with gradients and Adam moments) against N separate runs, instead of timing")
-    parser.add_argument("--dataset_size", type=int, default=100_000,
+    parser.add_argument("--dataset_size", type=int, default=None,
                         help="with --memory: transitions in the data buffer (default: 100000)")
     parser.add_argument("--csv", default=None,
                         help="with --seeds: also write the rows to this CSV file (this command and the machine's "
                              "load in its header)")
     args = parser.parse_args(argv)
-    if args.seeds is None:
-        for flag in ("launches", "memory", "csv"):
-            if getattr(args, flag):
-                parser.error(f"--{flag} goes with --seeds")
-        if args.batch_size and len(args.batch_size) > 1:
-            parser.error("--batch_size takes one size without --seeds")
-    elif args.launches or args.memory:
-        if args.launches and args.memory:
-            parser.error("--launches and --memory are two runs: give one of them")
-        if args.compile:
-            parser.error(f"--{'launches' if args.launches else 'memory'} counts the eager step: drop --compile")
-        if args.launches and args.device != "cpu":
-            parser.error("--launches counts on the virtual GPU, which runs on the CPU: add --device cpu")
+    count = "--launches" if args.launches else "--memory" if args.memory else None
+    for flag, value in (("--launches", args.launches), ("--memory", args.memory), ("--csv", args.csv)):
+        if value and args.seeds is None:
+            parser.error(f"{flag} goes with --seeds")
+    if args.launches and args.memory:
+        parser.error("--launches and --memory are two runs: give one of them")
+    if args.dataset_size is not None and not args.memory:
+        parser.error("--dataset_size goes with --memory")
+    if len(args.batch_size or []) > 1 and (args.seeds is None or count):
+        parser.error(f"{count or 'without --seeds'}: give one --batch_size")
+    if count and args.compile:
+        parser.error(f"{count} counts the eager step: drop --compile")
+    if args.launches and args.device != "cpu":
+        parser.error("--launches counts on the virtual GPU, which runs on the CPU: add --device cpu")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -375,7 +376,8 @@ def count_memory(args: argparse.Namespace, cfg: TrainConfig, device: torch.devic
 
     state_dim, action_dim = TASK_SPACES[args.task]
     cfg = dataclasses.replace(cfg, batch_size=(args.batch_size or [cfg.batch_size])[0])
-    data = random_dataset(args.dataset_size, state_dim, action_dim)
+    size = args.dataset_size or 100_000
+    data = random_dataset(size, state_dim, action_dim)
 
     def held(seeds: Optional[int]) -> Tuple[float, float]:
         method = LSPCMethod(dataclasses.replace(cfg, seeds=None if seeds is None else list(range(seeds))))
@@ -397,7 +399,7 @@ def count_memory(args: argparse.Namespace, cfg: TrainConfig, device: torch.devic
                      "total_mib": round(data_mib + models_mib, 2),
                      "separate_runs_mib": round(seeds * (single_data + single_model), 2)})
     what = (f"MiB of tensor storage held between training steps, each storage counted once: the data buffer "
-            f"({args.dataset_size} random transitions of {args.task}'s sizes, as LSPCMethod.make_sampler holds them) "
+            f"({size} random transitions of {args.task}'s sizes, as LSPCMethod.make_sampler holds them) "
             f"and the models (parameters, target networks, gradients, Adam moments), after one step; hidden "
             f"{cfg.hidden_dim}, batch {cfg.batch_size}. separate_runs_mib: N times the single-seed run's measured "
             f"total. Activations live only during a step (the GPU check reports peak GPU memory with them)")
