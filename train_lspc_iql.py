@@ -27,6 +27,7 @@ import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from lspc import LSPCError, training
 from lspc.data.dataset import TransitionBuffer, load_dataset
@@ -187,6 +188,14 @@ def soft_update(targets: List[nn.Module], sources: List[nn.Module], tau: float) 
         torch._foreach_lerp_(target_params, source_params, tau)
 
 
+def compiled(loss, cfg: TrainConfig, device: torch.device):
+    """``loss`` under torch.compile with --compile (else itself). On CUDA, "reduce-overhead" replays each
+    graph (forward and backward) as a CUDA graph."""
+    if not cfg.compile:
+        return loss
+    return torch.compile(loss, mode="reduce-overhead" if device.type == "cuda" else "default")
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. The trainer
 # ---------------------------------------------------------------------------------------------
@@ -222,13 +231,8 @@ class LSPC:
                                     lr=cfg.learning_rate, fused=True)
             for group, names in _OPTIMIZER_GROUPS.items()
         }
-        self._losses = self.critic_and_cvae_losses
-        self._safety_encoder_loss = self.safety_encoder_loss
-        if cfg.compile:
-            # on CUDA, "reduce-overhead" replays each graph (forward and backward) as a CUDA graph
-            mode = "reduce-overhead" if device.type == "cuda" else "default"
-            self._losses = torch.compile(self._losses, mode=mode)
-            self._safety_encoder_loss = torch.compile(self._safety_encoder_loss, mode=mode)
+        self._losses = compiled(self.critic_and_cvae_losses, cfg, device)
+        self._safety_encoder_loss = compiled(self.safety_encoder_loss, cfg, device)
 
     @classmethod
     def for_env(cls, env, cfg: TrainConfig, device: torch.device) -> "LSPC":
@@ -394,6 +398,22 @@ class LSPC:
 # ---------------------------------------------------------------------------------------------
 # 5. Many seeds as one model (--seeds): the step above, vmapped over stacked parameters
 # ---------------------------------------------------------------------------------------------
+class _MatmulPlusBias(TorchFunctionMode):
+    """Linear layers under vmap as a batched matmul plus the bias. vmap's own rule for addmm and baddbmm
+    (what ``nn.Linear`` and ``EnsembleMLP`` call) scales the product and the bias by alpha and beta even
+    when they are 1: a kernel more per layer forward and one more backward. nn.Linear's product is taken
+    as (W x^T)^T so that the weight's gradient comes out in the weight's layout, with no copy."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.linear and not kwargs:
+            x, weight, bias = args
+            return torch.matmul(weight, x.mT).mT + bias
+        if func is torch.baddbmm and not kwargs:  # EnsembleMLP's baddbmm(bias, input, weight)
+            bias, x, weight = args
+            return torch.matmul(x, weight) + bias
+        return func(*args, **(kwargs or {}))
+
+
 class _Networks(nn.ModuleDict):
     """LSPC's networks as one module, so that torch.func.functional_call can swap in one seed's
     parameters while ``fn`` (a loss of LSPC) runs."""
@@ -409,7 +429,8 @@ class StackedLSPC:
     of one seed's step, not N times as many). Nothing mixes seeds: each seed's loss is the sum's term
     of its own parameters, Adam is elementwise, and each seed draws its batches and its noise from its
     own generators, in the order its single-seed run draws them from the global one. So seed k follows
-    ``--seed k`` up to the rounding of batched kernels.
+    ``--seed k`` up to the rounding of batched kernels. ``--compile`` compiles the two vmapped losses as
+    it compiles LSPC's.
 
     ``members[k]`` is seed k's ``LSPC``, its parameters views of row k: its policies score that seed,
     and ``state_dicts()[k]`` is a single-seed LSPC's ``state_dict``, optimizers included."""
@@ -421,8 +442,9 @@ class StackedLSPC:
         self.networks = _Networks({name: getattr(template, name) for name in _MODULES})
         member_networks = [_Networks({name: getattr(member, name) for name in _MODULES}) for member in members]
         names = [name for name, _ in self.networks.named_parameters()]
-        with torch.no_grad():
-            self.params = {name: torch.stack([networks.get_parameter(name) for networks in member_networks])
+        with torch.no_grad():  # Parameters: a compiled step's CUDA graphs read them in place, not copied in
+            self.params = {name: nn.Parameter(torch.stack([networks.get_parameter(name)
+                                                           for networks in member_networks]))
                            for name in names}
         for name, stacked in self.params.items():
             stacked.requires_grad_(name.split(".")[0] not in ("q_target", "cost_q_target"))
@@ -442,10 +464,14 @@ class StackedLSPC:
         def one_seed(loss):
             def call(params, *args):
                 return torch.func.functional_call(self.networks, params, (loss, *args))
-            return torch.func.vmap(call)
 
-        self._losses = one_seed(template.critic_and_cvae_losses)
-        self._safety_encoder_loss = one_seed(template.safety_encoder_loss)
+            def stacked(*args):
+                with _MatmulPlusBias():
+                    return torch.func.vmap(call)(*args)
+            return stacked
+
+        self._losses = compiled(one_seed(template.critic_and_cvae_losses), self.cfg, self.device)
+        self._safety_encoder_loss = compiled(one_seed(template.safety_encoder_loss), self.cfg, self.device)
 
     def _step(self, group: str, loss: torch.Tensor) -> None:
         optimizer = self.optimizers[group]
@@ -454,7 +480,10 @@ class StackedLSPC:
         optimizer.step()
 
     def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """One gradient step of every seed (a batch of [seeds, batch, ...]); metrics of shape [seeds]."""
+        """One gradient step of every seed (a batch of [seeds, batch, ...]); metrics of shape [seeds], valid
+        until the next call when compiled on CUDA (as LSPC.train's)."""
+        if self.cfg.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
         noises = [member.step_noise(batch["observations"].shape[1], generator)
                   for member, generator in zip(self.members, self.noise_generators)]
         cvae_noise, encoder_noise = (torch.stack(draws) for draws in zip(*noises))

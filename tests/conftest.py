@@ -30,11 +30,11 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
-def load_script(name):
-    """scripts/ is not a package: import a script by path."""
+def load_script(name, folder="scripts"):
+    """scripts/ (or a maintainer tool's folder) is not a package: import a script by path."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses (and submitit's pickles) look their module up there
     spec.loader.exec_module(module)

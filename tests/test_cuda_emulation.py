@@ -341,10 +341,11 @@ def test_a_two_gpu_nodes_rng_state_restores_on_a_one_gpu_node_and_on_the_cpu():
     assert restore_rng_state(state, torch.device("cpu"), torch.Generator()) == ["the batch sampler's"]
 
 
-def test_bench_train_synchronizes_the_benchmarked_gpu(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--seeds", "1", "2", "--batch_size", "64"]], ids=["single", "stacked"])
+def test_bench_train_synchronizes_the_benchmarked_gpu(flags):
     bench_train = load_script("bench_train")
     with VirtualCuda(device_count=2) as cuda:
-        bench_train.main(["--device", "cuda:1", "--rounds", "1", "--steps", "2"])
+        bench_train.main(["--device", "cuda:1", "--rounds", "1", "--steps", "2", *flags])
     waits = [site.op for site in cuda.sync_sites if site.kind == "synchronize"]
     assert waits and all(op.endswith("(cuda:1)") for op in waits), waits
 

@@ -1,11 +1,13 @@
 """--seeds: several seeds trained in one process as one stacked model (train_lspc_iql.StackedLSPC).
 Seed k of a stack is the run --seed k: the same initial parameters and batches bit for bit, the same
 parameters and losses after 200 steps up to the rounding of batched kernels, and its own run directory."""
+import dataclasses
 import glob
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +18,10 @@ import pytest
 import torch
 
 import train_lspc_iql
-from conftest import ROOT, tiny_args
+from conftest import ROOT, load_script, tiny_args
 from lspc.checkpoint import load_checkpoint
 from lspc.data.dataset import TransitionBuffer
+from lspc.device_emulation import VirtualCuda
 from lspc.evaluation import Evaluator, episode_seeds
 from lspc.run_logger import read_metrics
 from lspc.training import default_generator_copy
@@ -50,11 +53,11 @@ def single_run(seed):
     return LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, torch.device("cpu")), sampler
 
 
-def stacked_run(seeds):
+def stacked_run(seeds, cfg=CFG):
     agents, noise = [], []
     for seed in seeds:
         torch.manual_seed(seed)
-        agents.append(LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, torch.device("cpu")))
+        agents.append(LSPC(STATE_DIM, ACTION_DIM, 1.0, cfg, torch.device("cpu")))
         noise.append(default_generator_copy(torch.device("cpu")))
     return StackedLSPC(agents, noise), TransitionBuffer(data(), torch.device("cpu"), list(seeds))
 
@@ -90,6 +93,60 @@ def test_a_stacked_seed_is_its_single_seed_run():
         alone = TransitionBuffer(data(), torch.device("cpu"), seed).sample(CFG.batch_size)
         for key, value in alone.items():
             assert torch.equal(stacked_batch[key][k], value), (seed, key)
+
+
+def test_eight_stacked_seeds_launch_at_most_a_sixth_of_one_seeds_kernels_per_seed():
+    """Issue 33's goal, counted on the virtual GPU: the stacked step of 8 seeds asks the GPU for at most a
+    sixth of the kernels per seed that the single-seed step asks for (scripts/bench_train.py --launches
+    measures the table in docs/speed.md)."""
+    bench_train = load_script("bench_train")
+    single = bench_train.launches_per_step(lambda d: LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, d),
+                                           lambda d: bench_train.random_batches(1, CFG, STATE_DIM, ACTION_DIM, d)[0])
+    eight = bench_train.launches_per_step(lambda d: bench_train.stacked_step(8, CFG, STATE_DIM, ACTION_DIM, d),
+                                          lambda d: bench_train.stacked_batches(1, 8, CFG, STATE_DIM, ACTION_DIM, d)[0])
+    assert eight / 8 <= single / 6, (eight, single)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_stack_trains_as_the_eager_stack(monkeypatch):
+    """--compile with --seeds compiles the stack's two vmapped losses and trains as the eager stack does."""
+    compiled, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compiled.append((fn.__name__, mode)) or
+                        real_compile(fn, mode=mode))
+    runs = []
+    for compile_step in (False, True):
+        stack, sampler = stacked_run((0, 1), dataclasses.replace(CFG, compile=compile_step))
+        metrics = [stack.train(sampler.sample(CFG.batch_size)) for _ in range(3)]
+        runs.append((metrics, stack.state_dicts()))
+    assert [mode for name, mode in compiled if name == "stacked"] == ["default", "default"]
+    (eager_metrics, eager_states), (compiled_metrics, compiled_states) = runs
+    for eager, compiled_step in zip(eager_metrics, compiled_metrics):
+        for name, value in eager.items():
+            assert torch.allclose(compiled_step[name], value, rtol=1e-4, atol=1e-5), name
+    for eager, compiled_state in zip(eager_states, compiled_states):
+        for module, tensors in eager.items():
+            if not module.endswith("_optimizer"):
+                for key, tensor in tensors.items():
+                    assert torch.allclose(compiled_state[module][key], tensor, rtol=0, atol=1e-5), (module, key)
+
+
+@pytest.mark.parametrize("device, compile_step, mode, marks", [
+    ("cpu", True, "default", 0), ("cuda", True, "reduce-overhead", 2), ("cuda", False, None, 0)])
+def test_a_stack_compiles_as_the_single_seed_step_does(monkeypatch, device, compile_step, mode, marks):
+    """As LSPC's: "reduce-overhead" (CUDA graphs) on CUDA, and each step tells the CUDA graph tree that the
+    previous step's outputs are consumed; torch's default mode elsewhere; nothing compiled without --compile."""
+    compiled, marked = [], []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compiled.append((fn.__name__, mode)) or fn)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marked.append(1))
+    bench_train = load_script("bench_train")
+    cfg = dataclasses.replace(CFG, compile=compile_step)
+    with VirtualCuda():
+        stack = bench_train.stacked_step(2, cfg, STATE_DIM, ACTION_DIM, torch.device(device))
+        for batch in bench_train.stacked_batches(2, 2, cfg, STATE_DIM, ACTION_DIM, torch.device(device)):
+            stack.train(batch)
+    assert [m for name, m in compiled if name == "stacked"] == ([mode, mode] if compile_step else [])
+    assert len(marked) == marks
 
 
 def stack_noise_start(seed):
@@ -158,6 +215,30 @@ def test_four_seeds_write_four_ordinary_run_directories(ballrun_file, tmp_path):
                 assert row_a[key] == pytest.approx(row_b[key], rel=METRIC_RTOL, abs=1e-6), (seed, row_b["step"], key)
         with open(os.path.join(stacked, "config.yaml")) as f:
             assert f"seed: {seed}\n" in f.read()
+
+
+def test_a_stack_holds_one_copy_of_the_data(ballrun_file, tmp_path, monkeypatch):
+    """One data buffer for all seeds, as large as a single-seed run's; each seed only adds its generator."""
+    buffers = []
+
+    class Recorded(TransitionBuffer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            buffers.append(self)
+
+    monkeypatch.setattr(train_lspc_iql, "TransitionBuffer", Recorded)
+    train_lspc_iql.train(load_config(tiny_args(ballrun_file, tmp_path / "alone", max_timesteps=5, eval_every=0)))
+    train_lspc_iql.train(load_config(stacked_args(ballrun_file, tmp_path / "stack", (0, 1, 2), max_timesteps=5,
+                                                  eval_every=0)))
+    alone, stacked = buffers
+
+    def data_bytes(buffer):
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                    for t in vars(buffer).values() if isinstance(t, torch.Tensor)}
+        return sum(storages.values())
+
+    assert data_bytes(stacked) == data_bytes(alone) > 0
+    assert len(stacked.generators) == 3 and len(alone.generators) == 1
 
 
 def test_stacked_resume_is_bit_exact_and_a_sigkilled_stack_resumes_bit_exact(ballrun_file, tmp_path):

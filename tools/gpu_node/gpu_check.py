@@ -6,10 +6,13 @@
 1. the test suite's CUDA-marked tests (``pytest -m cuda``) on the GPU;
 2. ``bench_train.py --device cuda``, eager and with ``--compile`` (iterations/s, the ratio to the
    plain eager step, peak GPU memory);
-3. ``bench_methods.py --device cuda``: all ten methods at their default batch sizes, step times,
+3. ``bench_train.py --device cuda --seeds 1 8 32``, eager and with ``--compile``: LSPC's stacked step
+   of 1, 8 and 32 seeds (per-seed iterations/s, the speed-up per seed over the single-seed step, each
+   one's peak GPU memory);
+4. ``bench_methods.py --device cuda``: all ten methods at their default batch sizes, step times,
    host syncs per step (CUDA's sync debug mode) before and after a checkpoint, peak GPU memory;
-4. bit-exactness: each method trained twice from the same seed, with and without ``--deterministic``;
-5. a real LSPC run of 20,000 steps on a BallRun file, SIGKILLed after its first checkpoint and resumed,
+5. bit-exactness: each method trained twice from the same seed, with and without ``--deterministic``;
+6. a real LSPC run of 20,000 steps on a BallRun file, SIGKILLed after its first checkpoint and resumed,
    then evaluated on the CPU by ``eval_lspc.py``.
 
 The BallRun file is collected from the simulator, or given with ``--dataset``. Where the simulator is
@@ -41,15 +44,21 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts")]  # lspc, and the benchmark 
 TASK = "OfflineBallRun-v0"
 
 # Seconds each step may take on the GPU: with run.sh's own work (RUN_SH_S), the plan that keeps the node's
-# one command under 8 minutes on one H100. Collecting data is not budgeted: the node has no simulator and
+# one command within 8 minutes on one H100. Collecting data is not budgeted: the node has no simulator and
 # uses the bundle's file. --cpu runs have no budget: toy sizes on a shared CPU.
-BUDGET_S = {"cuda_tests": 90, "bench_train": 100, "bench_methods": 60, "determinism": 60, "lspc_run": 110}
+# No GPU has run this check yet, so these are estimates. The stacked step (two processes, the second
+# compiling three stacks) took its seconds from the others: bench_train times two rounds instead of three,
+# and the tests, the determinism check and the LSPC run keep less slack than they had.
+BUDGET_S = {"cuda_tests": 80, "bench_train": 80, "stacked": 90, "bench_methods": 60, "determinism": 50,
+            "lspc_run": 95}
 RUN_SH_S = {"wheel install": 20, "archives": 5}
 
 # (GPU, --cpu) sizes of each step
 SIZES = {
     "episodes": (100, 20),
-    "bench_train": (["--rounds", "3", "--steps", "50"], ["--rounds", "1", "--steps", "3"]),
+    "bench_train": (["--rounds", "2", "--steps", "50"], ["--rounds", "1", "--steps", "3"]),
+    "stacked": (["--seeds", "1", "8", "32", "--rounds", "2", "--steps", "20"],
+                ["--seeds", "1", "8", "32", "--rounds", "1", "--steps", "2", "--batch_size", "32"]),
     "bench_methods": (["--steps", "20", "--warmup", "3"],
                       ["--steps", "1", "--warmup", "0", "--sync_steps", "1", "--batch_size", "64",
                        "--hparam", "cdt.augment_percent=0"]),
@@ -86,8 +95,9 @@ class Report:
     def size(self, name: str) -> Any:
         return SIZES[name][1 if self.cpu else 0]
 
-    def step(self, name: str, fn: Callable[[], Dict[str, Any]]) -> None:
-        """Run one step within its budget; a failure is recorded and the next steps still run."""
+    def step(self, name: str, fn: Callable[[], Dict[str, Any]], partial: Optional[Dict[str, Any]] = None) -> None:
+        """Run one step within its budget; a failure is recorded, with what ``fn`` had put in ``partial``
+        by then, and the next steps still run."""
         budget = None if self.cpu else BUDGET_S.get(name)
 
         def over_budget(signum, frame):
@@ -99,7 +109,7 @@ class Report:
         try:
             result = {"ok": True, **fn()}
         except Exception as err:  # noqa: BLE001 (the report says what broke, then the rest runs)
-            result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+            result = {"ok": False, "error": f"{type(err).__name__}: {err}", **(partial or {})}
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
@@ -152,6 +162,13 @@ def markdown(report: Dict[str, Any]) -> str:
         for mode, row in steps["bench_train"]["runs"].items():
             lines.append(f"| {mode} | {row['ours_it_per_s']} | {row['plain_it_per_s']} | {row['ratio']} | "
                          f"{row.get('peak_gpu_memory_mb', '')} |")
+    if steps.get("stacked", {}).get("runs"):  # also what a step stopped at its budget had measured
+        lines += ["", "| stacked | seeds | batch | per-seed it/s | single-seed it/s | speed-up per seed | "
+                      "peak GPU MB | single-seed peak GPU MB |", "|---|---|---|---|---|---|---|---|"]
+        for mode, rows in steps["stacked"]["runs"].items():
+            lines += [f"| {mode} | {row['seeds']} | {row['batch_size']} | {row['per_seed_it_per_s']} | "
+                      f"{row['single_it_per_s']} | {row['speedup_per_seed']} | {row.get('peak_gpu_memory_mb', '')} | "
+                      f"{row.get('single_peak_gpu_memory_mb', '')} |" for row in rows]
     if steps.get("bench_methods", {}).get("ok"):
         lines += ["", "| method | batch | ms / step | host syncs / step | after a resume | peak GPU MB |",
                   "|---|---|---|---|---|---|"]
@@ -199,6 +216,17 @@ def bench_train(report: Report, device: str) -> Dict[str, Any]:
         out = report.run("bench_train", [sys.executable, "scripts/bench_train.py", "--device", device,
                                          *report.size("bench_train"), *extra])
         runs[mode] = json.loads(out.strip().splitlines()[-1])
+    return {"runs": runs}
+
+
+def stacked(report: Report, device: str, runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """LSPC's stacked seeds, eager then compiled, each mode's rows into ``runs`` as soon as they are measured."""
+    for mode, extra in (("eager", []), ("compile", ["--compile"])):
+        if report.cpu and mode == "compile":  # as in bench_train: compiling for the CPU takes minutes
+            continue
+        out = report.run("stacked", [sys.executable, "scripts/bench_train.py", "--device", device,
+                                     *report.size("stacked"), *extra])
+        runs[mode] = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
     return {"runs": runs}
 
 
@@ -351,6 +379,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         report.skip("collect", f"the dataset was given: {args.dataset}")
     report.step("cuda_tests", lambda: cuda_tests(report, dataset))
     report.step("bench_train", lambda: bench_train(report, device))
+    stacked_runs: Dict[str, List[Dict[str, Any]]] = {}
+    report.step("stacked", lambda: stacked(report, device, stacked_runs), partial={"runs": stacked_runs})
     report.step("bench_methods", lambda: bench_methods(report, device, dataset))
     report.step("determinism", lambda: determinism(report, device, dataset))
     report.step("lspc_run", lambda: lspc_run(report, device, dataset))
