@@ -473,11 +473,7 @@ class StackedLSPC:
         self._losses = compiled(one_seed(template.critic_and_cvae_losses), self.cfg, self.device)
         self._safety_encoder_loss = compiled(one_seed(template.safety_encoder_loss), self.cfg, self.device)
 
-    def _step(self, group: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[group]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    _step = LSPC._step  # one optimizer group's update, over every seed's parameters at once
 
     def train(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One gradient step of every seed (a batch of [seeds, batch, ...]); metrics of shape [seeds], valid
