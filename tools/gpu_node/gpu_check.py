@@ -63,13 +63,13 @@ SIZES = {
                       ["--steps", "1", "--warmup", "0", "--sync_steps", "1", "--batch_size", "64",
                        "--hparam", "cdt.augment_percent=0"]),
     "determinism_steps": (30, 2),
-    "lspc_run": (["--max_timesteps", "20000"],
-                 ["--max_timesteps", "600", "--hidden_dim", "32", "--batch_size", "64", "--latent_dim", "8",
-                  "--log_every", "50"]),
-    # with the simulator: evaluations during the run; without it: none, and time-based checkpoints to kill after
-    "lspc_eval": (["--eval_every", "5000", "--eval_episodes", "5"], ["--eval_every", "150", "--eval_episodes", "1"]),
-    "lspc_no_eval": (["--eval_every", "0", "--checkpoint_every_minutes", "0.2"],
-                     ["--eval_every", "0", "--checkpoint_every_minutes", "0.01"]),
+    "lspc_run": ([], ["--hidden_dim", "32", "--batch_size", "64", "--latent_dim", "8", "--log_every", "50"]),
+    # with the simulator: evaluations during the run, the first one its first checkpoint; without it: none, and
+    # time-based checkpoints, the run long enough (a toy CPU step takes about 2 ms) to be killed after one
+    "lspc_eval": (["--max_timesteps", "20000", "--eval_every", "5000", "--eval_episodes", "5"],
+                  ["--max_timesteps", "600", "--eval_every", "150", "--eval_episodes", "1"]),
+    "lspc_no_eval": (["--max_timesteps", "20000", "--eval_every", "0", "--checkpoint_every_minutes", "0.2"],
+                     ["--max_timesteps", "4000", "--eval_every", "0", "--checkpoint_every_minutes", "0.005"]),
 }
 
 
@@ -296,6 +296,10 @@ def state_digest(state: Any) -> str:
     return digest.hexdigest()
 
 
+def final_step(train: List[str]) -> int:
+    return int(train[train.index("--max_timesteps") + 1])
+
+
 def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     """Train, SIGKILL after the first checkpoint, resume to the end, evaluate on the CPU (where the
     simulator is installed: else the run directory goes back for that)."""
@@ -323,6 +327,9 @@ def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
                 proc.kill()
     train_seconds = time.perf_counter() - start
     killed_at = int(load_checkpoint(latest)["step"])
+    if killed_at >= final_step(train):
+        raise RuntimeError(f"training reached its last step ({killed_at}) before it was killed: give it more steps "
+                           "after its first checkpoint")
     start = time.perf_counter()
     report.run("lspc_run", [sys.executable, "train_lspc_iql.py", "--resume", run_dir])
     resume_seconds = time.perf_counter() - start
