@@ -100,7 +100,7 @@ MUTATION_JOBS ?= 1
 mutation: install install-suites install-dev  ## mutation testing of the algorithm files (MUTATE=..., MUTATION_JOBS=N)
 	nice -n 10 $(PY) scripts/mutation.py run $(MUTATE) --jobs $(MUTATION_JOBS)
 
-# The documentation site (mkdocs.yml; tables inserted from results/ and the code by scripts/docs_hooks.py).
+# The documentation site (mkdocs.yml; tables inserted from results/ and the code by tools/docs_hooks.py).
 docs: install-dev  ## build the documentation into site/ (mkdocs build --strict)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 

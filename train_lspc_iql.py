@@ -49,7 +49,7 @@ SAFETY_ENCODER_LOG_STD = (-10.0, 2.0)  # latent safety encoder mu_delta
 # ---------------------------------------------------------------------------------------------
 def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
     # in-place ReLU: a linear layer's backward does not need its output, and on the CPU skipping
-    # the extra activation buffer measured about 7% faster steps (scripts/bench_train.py)
+    # the extra activation buffer measured about 7% faster steps (tools/bench/bench_train.py)
     return mlp([in_dim, hidden, hidden, out_dim], functools.partial(nn.ReLU, inplace=True))
 
 

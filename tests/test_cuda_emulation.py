@@ -21,7 +21,7 @@ from lspc.checkpoint import capture_rng_state, load_checkpoint, restore_rng_stat
 from lspc.device_emulation import VirtualCuda, VirtualDeviceError, active, device_of
 
 train_baseline = load_script("train_baseline")
-bench_methods = load_script("bench_methods")
+bench_methods = load_script("bench_methods", "tools/bench")
 
 METHODS = ("lspc", "bc-all", "bc-safe", "cdt", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor", "trac")
 PLUGIN = "examples.td3bc_lag:TD3BCLag"  # a method plugged in by its import path
@@ -343,7 +343,7 @@ def test_a_two_gpu_nodes_rng_state_restores_on_a_one_gpu_node_and_on_the_cpu():
 
 @pytest.mark.parametrize("flags", [[], ["--seeds", "1", "2", "--batch_size", "64"]], ids=["single", "stacked"])
 def test_bench_train_synchronizes_the_benchmarked_gpu(flags):
-    bench_train = load_script("bench_train")
+    bench_train = load_script("bench_train", "tools/bench")
     with VirtualCuda(device_count=2) as cuda:
         bench_train.main(["--device", "cuda:1", "--rounds", "1", "--steps", "2", *flags])
     waits = [site.op for site in cuda.sync_sites if site.kind == "synchronize"]

@@ -1,6 +1,6 @@
 """The README and the docs site: short, linked, and never at odds with the data or the code.
 
-Every page goes through scripts/docs_hooks.py's ``render``, the function MkDocs calls at build time,
+Every page goes through tools/docs_hooks.py's ``render``, the function MkDocs calls at build time,
 so what is checked here is what the site shows.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 DATA_FILES = sorted(glob.glob(os.path.join(ROOT, "results", "*.csv")))
 README_MAX_LINES = 250
 
-_spec = importlib.util.spec_from_file_location("docs_hooks", os.path.join(ROOT, "scripts", "docs_hooks.py"))
+_spec = importlib.util.spec_from_file_location("docs_hooks", os.path.join(ROOT, "tools", "docs_hooks.py"))
 hooks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hooks)
 

@@ -1,5 +1,5 @@
 """The trainer's fast step (twin-critic ensembles, one backward and one fused Adam for losses 1-5,
-foreach target update) against the plain step of scripts/bench_train.py: the same parameters after
+foreach target update) against the plain step of tools/bench/bench_train.py: the same parameters after
 several steps from the same initialisation, batches and noise."""
 import dataclasses
 import shutil
@@ -13,7 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tools" / "bench"))
 
 from bench_train import PlainStep, random_batches  # noqa: E402
 from lspc import LSPCError  # noqa: E402

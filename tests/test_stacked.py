@@ -97,9 +97,9 @@ def test_a_stacked_seed_is_its_single_seed_run():
 
 def test_eight_stacked_seeds_launch_at_most_a_sixth_of_one_seeds_kernels_per_seed():
     """Issue 33's goal, counted on the virtual GPU: the stacked step of 8 seeds asks the GPU for at most a
-    sixth of the kernels per seed that the single-seed step asks for (scripts/bench_train.py --launches
+    sixth of the kernels per seed that the single-seed step asks for (tools/bench/bench_train.py --launches
     measures the table in docs/speed.md)."""
-    bench_train = load_script("bench_train")
+    bench_train = load_script("bench_train", "tools/bench")
     single = bench_train.launches_per_step(lambda d: LSPC(STATE_DIM, ACTION_DIM, 1.0, CFG, d),
                                            lambda d: bench_train.random_batches(1, CFG, STATE_DIM, ACTION_DIM, d)[0])
     eight = bench_train.launches_per_step(lambda d: bench_train.stacked_step(8, CFG, STATE_DIM, ACTION_DIM, d),
@@ -139,7 +139,7 @@ def test_a_stack_compiles_as_the_single_seed_step_does(monkeypatch, device, comp
     compiled, marked = [], []
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compiled.append((fn.__name__, mode)) or fn)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marked.append(1))
-    bench_train = load_script("bench_train")
+    bench_train = load_script("bench_train", "tools/bench")
     cfg = dataclasses.replace(CFG, compile=compile_step)
     with VirtualCuda():
         stack = bench_train.stacked_step(2, cfg, STATE_DIM, ACTION_DIM, torch.device(device))

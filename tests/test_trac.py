@@ -386,7 +386,7 @@ def test_sampler_keeps_everything_on_the_datas_device():
         obs, act = torch.zeros(20, 3, device="cuda"), torch.zeros(20, 2, device="cuda")
         sampler = trac.SegmentSampler(obs, act, np.array([0, 5]), np.array([True, False]), np.array([1.0, 0.5]),
                                       4, 0, counts)
-        assert sampler.segment_length == 4  # scripts/bench_trac_memory.py reads it
+        assert sampler.segment_length == 4  # tools/bench/bench_trac_memory.py reads it
         tensors = [sampler.starts, sampler.desirable, sampler.weight, sampler.window, *sampler.sample(3).values()]
         assert all(t.device.type == "cuda" for t in tensors)
 

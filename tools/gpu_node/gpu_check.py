@@ -40,7 +40,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts")]  # lspc, and the benchmark scripts
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools", "bench")]  # lspc, and the benchmarks
 TASK = "OfflineBallRun-v0"
 
 # Seconds each step may take on the GPU: with run.sh's own work (RUN_SH_S), the plan that keeps the node's
@@ -213,7 +213,7 @@ def bench_train(report: Report, device: str) -> Dict[str, Any]:
     for mode, extra in (("eager", []), ("compile", ["--compile"])):
         if report.cpu and mode == "compile":  # compiling for the CPU takes minutes; the GPU run tests it
             continue
-        out = report.run("bench_train", [sys.executable, "scripts/bench_train.py", "--device", device,
+        out = report.run("bench_train", [sys.executable, "tools/bench/bench_train.py", "--device", device,
                                          *report.size("bench_train"), *extra])
         runs[mode] = json.loads(out.strip().splitlines()[-1])
     return {"runs": runs}
@@ -224,7 +224,7 @@ def stacked(report: Report, device: str, runs: Dict[str, List[Dict[str, Any]]]) 
     for mode, extra in (("eager", []), ("compile", ["--compile"])):
         if report.cpu and mode == "compile":  # as in bench_train: compiling for the CPU takes minutes
             continue
-        out = report.run("stacked", [sys.executable, "scripts/bench_train.py", "--device", device,
+        out = report.run("stacked", [sys.executable, "tools/bench/bench_train.py", "--device", device,
                                      *report.size("stacked"), *extra])
         runs[mode] = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
     return {"runs": runs}
@@ -232,7 +232,7 @@ def stacked(report: Report, device: str, runs: Dict[str, List[Dict[str, Any]]]) 
 
 def bench_methods(report: Report, device: str, dataset: str) -> Dict[str, Any]:
     rows_path = os.path.join(report.out, "bench_methods.json")
-    report.run("bench_methods", [sys.executable, "scripts/bench_methods.py", "--dataset_path", dataset,
+    report.run("bench_methods", [sys.executable, "tools/bench/bench_methods.py", "--dataset_path", dataset,
                                  "--device", device, "--json", rows_path, *report.size("bench_methods")])
     with open(rows_path) as f:
         return {"rows": json.load(f)}

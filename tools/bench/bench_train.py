@@ -1,6 +1,6 @@
 """Training-step throughput: our trainer against a plain eager step of the same math.
 
-    python scripts/bench_train.py [--device cpu|cuda] [--task OfflineBallRun-v0] [--rounds 5] [--steps 50]
+    python tools/bench/bench_train.py [--device cpu|cuda] [--task OfflineBallRun-v0] [--rounds 5] [--steps 50]
 
 (a) ``LSPC.train`` as the training loop calls it (metrics summed on the device, read rarely);
 (b) the same losses written straightforwardly here: separate Q networks, one Adam per network
@@ -11,9 +11,9 @@ as one JSON line.
 
 Stacked seeds (``train_lspc_iql.py --seeds``), one JSON line per row, ``--csv`` for a results file:
 
-    python scripts/bench_train.py --seeds 1 2 4 8 --batch_size 256 1024   # per-seed it/s against one seed
-    python scripts/bench_train.py --seeds 1 2 4 8 --launches --device cpu  # kernel launches per seed-step
-    python scripts/bench_train.py --seeds 1 2 4 8 --memory                 # data and model bytes held
+    python tools/bench/bench_train.py --seeds 1 2 4 8 --batch_size 256 1024   # per-seed it/s against one seed
+    python tools/bench/bench_train.py --seeds 1 2 4 8 --launches --device cpu  # kernel launches per seed-step
+    python tools/bench/bench_train.py --seeds 1 2 4 8 --memory                 # data and model bytes held
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -445,7 +445,7 @@ def device_words(device: torch.device) -> str:
 
 def write_csv(path: str, rows: List[dict], what: str, argv: List[str]) -> None:
     with open(path, "w", newline="") as f:
-        f.write(f"# command: python scripts/bench_train.py {' '.join(argv)}\n# what: {what}\n")
+        f.write(f"# command: python tools/bench/bench_train.py {' '.join(argv)}\n# what: {what}\n")
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -1,6 +1,6 @@
 """Time and host synchronizations per training step of every method at its default batch size.
 
-    python scripts/bench_methods.py --dataset_path ~/.lspc/datasets/OfflineBallRun-v0.hdf5
+    python tools/bench/bench_methods.py --dataset_path ~/.lspc/datasets/OfflineBallRun-v0.hdf5
         [--task OfflineBallRun-v0] [--methods lspc bc-all ...] [--steps 20] [--warmup 3]
         [--sync_steps 3] [--threads 1] [--device cpu|cuda] [--batch_size N] [--json FILE]
 
@@ -30,7 +30,7 @@ import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -216,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
 def write_syncs_csv(path: str, rows: List[Dict[str, Any]], argv: List[str]) -> None:
     """The host-sync columns, with the command that measured them (the docs insert this file)."""
     with open(path, "w", newline="") as f:
-        f.write(f"# command: python scripts/bench_methods.py {' '.join(argv)}\n")
+        f.write(f"# command: python tools/bench/bench_methods.py {' '.join(argv)}\n")
         f.write(f"# what: host syncs per training step at each method's default batch size, counted by "
                 f"{rows[0]['syncs_counted_by']}, before and right after a checkpoint round trip\n")
         writer = csv.writer(f)

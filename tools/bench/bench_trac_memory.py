@@ -1,6 +1,6 @@
 """Memory of TraC's labelled segments on a dataset the size of Safety-Gymnasium's PointButton1.
 
-    python scripts/bench_trac_memory.py [--trajectories 2268] [--episode_len 1000] [--seg_ratio 0.75]
+    python tools/bench/bench_trac_memory.py [--trajectories 2268] [--episode_len 1000] [--seg_ratio 0.75]
                                         [--cost_limit 20] [--device cpu]
 
 Synthetic data of PointButton1's shape (2,268 trajectories x 1,000 steps, 76-dim observations,
@@ -26,7 +26,7 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
