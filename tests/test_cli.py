@@ -56,7 +56,9 @@ class _ParserSeen(Exception):
 
 
 def entry_points():
-    return sorted(glob.glob(os.path.join(ROOT, "scripts", "*.py"))) + [os.path.join(ROOT, "eval_lspc.py")]
+    return (sorted(glob.glob(os.path.join(ROOT, "scripts", "*.py")))
+            + sorted(glob.glob(os.path.join(ROOT, "tools", "**", "*.py"), recursive=True))
+            + [os.path.join(ROOT, "eval_lspc.py")])
 
 
 @pytest.mark.parametrize("path", entry_points(), ids=os.path.basename)

@@ -191,7 +191,7 @@ def build(out: str, version: str, episodes: int) -> Dict[str, int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, help="build | check-tags")
     make = commands.add_parser("build", help="download the wheels, collect the data, write run.sh and the manifest")
     make.add_argument("--python", default="3.12", help="the node's Python (default: 3.12)")
     make.add_argument("--out", default=os.path.join(ROOT, "gpu_bundle"), help="the bundle's folder (default: gpu_bundle/)")
