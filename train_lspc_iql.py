@@ -496,12 +496,12 @@ class StackedLSPC:
 
     def state_dicts(self) -> List[Dict[str, dict]]:
         """Each seed's state in the layout of ``LSPC.state_dict`` (a single-seed run loads it)."""
+        optimizer_states = {group: optimizer.state_dict() for group, optimizer in self.optimizers.items()}
         states = []
         for k, member in enumerate(self.members):
             state = {name: {key: value.clone() for key, value in getattr(member, name).state_dict().items()}
                      for name in _MODULES}
-            for group, optimizer in self.optimizers.items():
-                full = optimizer.state_dict()
+            for group, full in optimizer_states.items():
                 state[f"{group}_optimizer"] = {
                     "state": {i: {key: value if key == "step" else value[k].clone() for key, value in moments.items()}
                               for i, moments in full["state"].items()},

@@ -357,12 +357,6 @@ def prepare_run_dir(cfg: Any, run_dir: str, lock: RunLock) -> bool:
     return cfg.resume is not None and has_checkpoint
 
 
-def open_run_dir(cfg: Any) -> Tuple[str, RunLock, bool]:
-    """The run directory, created, writable and locked for this process, and whether to resume."""
-    run_dir, lock = lock_run_dir(cfg)
-    return run_dir, lock, prepare_run_dir(cfg, run_dir, lock)
-
-
 def seed_all(seed: int) -> None:
     """osrl's seed_all (Python, numpy, torch and CUDA generators; cuDNN deterministic), which every
     method's data and initialization draw from."""
@@ -447,8 +441,7 @@ def train(method: Method) -> str:
     was_deterministic = torch.are_deterministic_algorithms_enabled()  # restored after: a process may train twice
     try:
         for m in methods:
-            run_dir, lock = lock_run_dir(m.cfg)
-            locks.append(lock)
+            locks.append(lock_run_dir(m.cfg)[1])
         finish_commit(journal)  # a stacked save cut short after its commit point: completed before any clean-up
         runs = [SeedRun(m, run_dir_of(m.cfg), prepare_run_dir(m.cfg, run_dir_of(m.cfg), lock))
                 for m, lock in zip(methods, locks)]
@@ -507,9 +500,9 @@ def train(method: Method) -> str:
             resources.append(run.logger)
             print(f"run_dir: {run.run_dir}", flush=True)
         if evaluator is None:
-            where = runs[0].run_dir if len(runs) == 1 else "RUN_DIR"
+            paths = " ".join(f"--path {run.run_dir}" for run in runs)
             print(f"note: in-training evaluation is off (eval_every 0): no simulator is made and no best checkpoints "
-                  f"are kept; score the run{'s' if len(runs) > 1 else ''} with `python eval_lspc.py --path {where}` "
+                  f"are kept; score the run{'s' if len(runs) > 1 else ''} with `python eval_lspc.py {paths}` "
                   f"where {cfg.task}'s simulator is installed", flush=True)
         _loop(method, agent, sampler, evaluator, env, runs, window, start_step, journal if stacked else None,
               stack_record, resources)

@@ -198,12 +198,9 @@ class TransitionBuffer:
         self.generator = self.generators[0]
 
     def sample(self, batch_size: int) -> Dict[str, torch.Tensor]:
-        device = self.observations.device
-        if self.stacked:
-            idx = torch.stack([torch.randint(self.size, (batch_size,), generator=g, device=device)
-                               for g in self.generators])
-        else:
-            idx = torch.randint(self.size, (batch_size,), generator=self.generator, device=device)
+        draws = [torch.randint(self.size, (batch_size,), generator=g, device=self.observations.device)
+                 for g in self.generators]
+        idx = torch.stack(draws) if self.stacked else draws[0]
         return {
             "observations": self.observations[idx],
             "actions": self.actions[idx],
