@@ -141,6 +141,15 @@ def import_suite(suite: str) -> None:
                             "--eval_every 0, then eval_lspc.py where it is installed") from None
 
 
+def simulator_missing(task: str) -> str:
+    """Why ``task``'s simulator cannot be imported here, in one line ('' where it can)."""
+    try:
+        import_suite(check_task(task))
+    except LSPCError as err:
+        return str(err)
+    return ""
+
+
 def dsrl_infos() -> ModuleType:
     """dsrl's table module ``dsrl.infos`` (reference returns, density bins), imported quietly."""
     _import_dsrl()

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import eval_lspc
-import lspc.envs
 import train_lspc_iql
 from conftest import load_script, needs_simulator, simulator_missing, tiny_args
 from lspc.methods.baselines import BaselineMethod
@@ -278,21 +277,17 @@ def test_every_method_trains_resumes_and_evaluates_on_a_gpu(method, gpu, ballrun
 @pytest.mark.parametrize("gpu", ["virtual", REAL_GPU])
 @pytest.mark.parametrize("method", [*METHODS, pytest.param(PLUGIN, id="td3bc-lag")])
 def test_every_method_trains_on_a_gpu_without_a_simulator_and_evaluates_on_the_cpu(method, gpu, ballrun_file, tmp_path,
-                                                                                   capsys, monkeypatch):
+                                                                                   capsys, monkeypatch, without_simulator):
     """The offline GPU node's run: trained and resumed on the GPU with evaluation off where no simulator can
     be made, then brought back and scored on the CPU where it can (on the node itself: loaded on the CPU)."""
-    def not_installed(suite):
-        raise ModuleNotFoundError("No module named 'bullet_safety_gym'")
-
-    with monkeypatch.context() as no_simulator:
-        no_simulator.setattr(lspc.envs, "import_suite", not_installed)
-        argv = _train_argv(method, ballrun_file, tmp_path / "logs", max_timesteps=6, eval_every=0, log_every=3,
-                           device="cuda")
-        with _gpu(gpu):
-            _train(method, argv)
-            (config,) = glob.glob(str(tmp_path / "logs" / "*" / "*" / "config.yaml"))
-            run_dir = os.path.dirname(config)
-            _train(method, ["--resume", run_dir, "--max_timesteps", "9"])
+    argv = _train_argv(method, ballrun_file, tmp_path / "logs", max_timesteps=6, eval_every=0, log_every=3,
+                       device="cuda")
+    with _gpu(gpu):
+        _train(method, argv)
+        (config,) = glob.glob(str(tmp_path / "logs" / "*" / "*" / "config.yaml"))
+        run_dir = os.path.dirname(config)
+        _train(method, ["--resume", run_dir, "--max_timesteps", "9"])
+    monkeypatch.undo()  # back where the simulator is
     assert capsys.readouterr().out.count("in-training evaluation is off") == 2
     assert load_checkpoint(os.path.join(run_dir, "checkpoint", "model.pt"))["step"] == 9
     if simulator_missing():  # the GPU node: the run goes back to be scored elsewhere

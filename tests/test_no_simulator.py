@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import lspc.envs
 import train_lspc_iql
 from conftest import ROOT, load_script, tiny_args
 from lspc import LSPCError
@@ -22,15 +21,6 @@ NO_SIMULATOR = os.path.join(ROOT, "tests", "no_simulator")  # a sitecustomize th
 
 def run_dir(logdir, name="lspc_iql-seed0"):
     return os.path.join(str(logdir), "OfflineBallRun-v0-cost-10", name)
-
-
-@pytest.fixture
-def without_simulator(monkeypatch):
-    """Making any task's environment fails as it does where its simulator is not installed."""
-    def not_installed(suite):
-        raise ModuleNotFoundError("No module named 'bullet_safety_gym'")
-
-    monkeypatch.setattr(lspc.envs, "import_suite", not_installed)
 
 
 def latest(logdir, name="lspc_iql-seed0"):

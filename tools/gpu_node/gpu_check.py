@@ -75,11 +75,9 @@ SIZES = {
 
 def simulator_missing() -> str:
     """Why BallRun cannot be simulated here ('' where Bullet Safety Gym is installed)."""
-    try:
-        import bullet_safety_gym  # noqa: F401
-    except ImportError as err:
-        return f"no simulator on this machine ({err})"
-    return ""
+    from lspc.envs import simulator_missing as missing
+
+    return missing(TASK)
 
 
 class StepTimeout(Exception):
@@ -343,8 +341,7 @@ def lspc_run(report: Report, device: str, dataset: str) -> Dict[str, Any]:
               "resume_seconds": round(resume_seconds, 1), "steps_per_s": round(rates[-1], 1) if rates else None,
               "peak_gpu_memory_mb": round(peak, 1)}
     if simulator_missing():
-        report.skip("lspc_eval", f"{simulator_missing()}: evaluate the returned run on the CPU where it is installed "
-                                 "(docs/gpu.md)")
+        report.skip("lspc_eval", simulator_missing())  # it says where the returned run is evaluated
         return result
     report.run("lspc_eval", [sys.executable, "eval_lspc.py", "--path", run_dir, "--device", "cpu", "--eval_episodes",
                              "2", "--no_figures"])
@@ -371,7 +368,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("error: no CUDA device is visible; run with --cpu for a dry run", file=sys.stderr)
         return 2
     if args.dataset is None and simulator_missing():
-        print(f"error: {simulator_missing()} to collect BallRun data with; pass --dataset FILE", file=sys.stderr)
+        print(f"error: no BallRun data can be collected here ({simulator_missing()}); pass --dataset FILE",
+              file=sys.stderr)
         return 2
     if args.dataset is not None and not os.path.isfile(args.dataset):
         print(f"error: --dataset {args.dataset} does not exist", file=sys.stderr)
